@@ -1,0 +1,419 @@
+"""The session actor: one socket, one state machine, identity changed only here (internal).
+
+Everything that changes a session's identity or status happens in
+``on_receive``, one message at a time (I1). The transport connects and reads in
+its own thread and reports back by ``tell``, every report stamped with the
+generation it belongs to; reports from older generations are dropped, and
+frames among them counted (I4).
+
+A session has at most one handshake in flight. A Resume that arrives while one
+is in flight aborts it and waits for its report; only then does the next
+handshake start, with the latest thread id, so k Resumes cost at most one
+further handshake (I3) and the server sees thread ids in the order accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import pykka
+
+from supervisor import _supervision as sup
+from supervisor._admission import Admission
+from supervisor._futures import is_settled, reject, resolve
+from supervisor._logging import get_logger
+from supervisor._record import Command, SessionRecord, fail_command
+from supervisor._timer import Scheduler
+from supervisor._transport import Connection, Ended, Opened, OpenFailed, Received, Report
+from supervisor.errors import (
+    ConnectionLost,
+    OutboxFull,
+    ProtocolRefused,
+    SessionClosed,
+    SessionCrashed,
+    SessionFailed,
+    SupervisorError,
+)
+from supervisor.messages import (
+    Close,
+    Event,
+    Resume,
+    ResumeResult,
+    Send,
+    SessionState,
+    SessionStatus,
+)
+from supervisor.protocols import Codec, Identity, make_codec
+from supervisor.protocols.base import Action, Inbound, Malformed, Outbound, Ready, Refused
+
+_log = get_logger("supervisor.session")
+
+
+class SessionActor(pykka.ThreadingActor):
+    """Internal: owns one session's socket and state."""
+
+    def __init__(self, record: SessionRecord, supervisor: pykka.ActorRef[Any],
+                 admission: Admission, scheduler: Scheduler) -> None:
+        super().__init__()
+        self._record = record
+        self._spec = record.spec
+        self._supervisor = supervisor
+        self._admission = admission
+        self._scheduler = scheduler
+        self._log = _log.bind(session_id=self._spec.session_id)
+
+        self._status = SessionStatus.CONNECTING
+        self._protocol_session_id = uuid.uuid4().hex
+        self._conn: Connection | None = None
+        self._codec: Codec | None = None
+        self._conn_thread: str | None = None
+        """The thread id the current connection's handshake carried."""
+        self._in_flight = False
+        """The current connection has not reached Ready (or failed) yet."""
+        self._reconnect_wanted = False
+        """A newer identity waits for the in-flight handshake to end."""
+        self._connected_at: float | None = None
+        self._pending: list[Resume] = []
+        self._outbox: deque[Send] = deque()
+        self._losses = 0
+        self._reason: str | None = None
+        self._last_backoff: float | None = None
+        self._unprocessed: deque[Command] = deque()
+        """Commands parked for this actor, not yet handled (kept if on_start crashes)."""
+        self._current: Command | None = None
+        """The command being handled, so a crash in its handler does not lose it."""
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        # pykka does not call on_failure when on_start raises: do it here.
+        try:
+            self._unprocessed.extend(self._record.take_parked(self.actor_ref))
+            self._connect()
+            while self._unprocessed:
+                self._handle(self._unprocessed[0])
+                self._unprocessed.popleft()
+        except Exception as exc:
+            self._crashed(exc)
+            raise
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._crashed(exception_value)
+
+    def on_receive(self, message: Any) -> None:
+        self._handle(message)
+
+    # --- dispatch -----------------------------------------------------------------
+
+    def _handle(self, message: Any) -> None:  # noqa: PLR0912 - one flat dispatch reads best
+        if isinstance(message, Resume | Send | Close):
+            if self._record.terminal is not None:
+                # Delivered before the session ended, handled after: answer, do not act.
+                fail_command(message, self._record.terminal)
+                return
+            self._current = message
+        match message:
+            case Received(generation, data):
+                self._on_frame(generation, data)
+            case Resume():
+                self._on_resume(message)
+            case Send():
+                self._on_send(message)
+            case Opened(generation, connection, _):
+                self._on_opened(generation, connection)
+            case OpenFailed(generation, error):
+                self._on_ended(generation, error, clean=False)
+            case Ended(generation, error, clean):
+                self._on_ended(generation, error, clean=clean)
+            case Close():
+                self._on_close(message)
+            case sup.RestartIn(loss, delay):
+                self._on_restart_in(loss, delay)
+            case sup.Reconnect(loss):
+                if loss == self._losses and self._status is SessionStatus.BACKOFF:
+                    self._record.restarts += 1
+                    self._log.info("restart", restarts=self._record.restarts)
+                    self._connect()
+            case sup.GiveUp(loss, reason):
+                if loss == self._losses and self._status is SessionStatus.BACKOFF:
+                    self._fail(reason)
+            case _:
+                self._log.warning("unknown_message", message_type=type(message).__name__)
+        self._current = None
+
+    # --- commands -----------------------------------------------------------------
+
+    def _on_resume(self, command: Resume) -> None:
+        if command.thread_id == self._record.thread_id:
+            if self._status is SessionStatus.CONNECTED:
+                resolve(command.reply, ResumeResult(command.thread_id, self._record.generation))
+                return
+            self._pending.append(command)
+            if self._status is SessionStatus.BACKOFF:
+                self._preempt_backoff()
+            return
+        for older in self._pending:
+            resolve(older.reply, ResumeResult(older.thread_id, -1, superseded=True))
+        self._pending = [command]
+        self._record.thread_id = command.thread_id
+        # Chainlit restores a known server session and ignores a new thread id:
+        # a thread switch needs a fresh server-side session id.
+        self._protocol_session_id = uuid.uuid4().hex
+        self._log.info("resume", thread_id=command.thread_id)
+        if self._status is SessionStatus.BACKOFF:
+            self._preempt_backoff()
+        else:
+            self._connect()
+        self._publish()
+
+    def _preempt_backoff(self) -> None:
+        """A Resume during backoff connects at once; it is the user's intent, not a restart."""
+        self._losses += 1  # the scheduled Reconnect now carries a stale loss number
+        self._supervisor.tell(sup.RestartPreempted(self._spec.session_id))
+        self._connect()
+
+    def _on_send(self, command: Send) -> None:
+        if self._status is SessionStatus.CONNECTED and self._write(command):
+            return
+        if len(self._outbox) >= self._spec.outbox_limit:
+            reject(command.reply, OutboxFull(self._spec.outbox_limit))
+            return
+        self._outbox.append(command)
+
+    def _write(self, command: Send) -> bool:
+        """Write one send now; False if the socket failed (the command stays unanswered)."""
+        assert self._conn is not None
+        assert self._codec is not None
+        try:
+            frame = self._codec.encode(command.event, command.data)
+        except (TypeError, ValueError) as exc:
+            reject(command.reply, exc)
+            return True
+        try:
+            self._conn.send(frame)
+        except ConnectionLost:
+            return False  # the reader reports the loss; the send waits for the next connection
+        resolve(command.reply, None)
+        return True
+
+    def _on_close(self, command: Close) -> None:
+        if self._status is SessionStatus.CLOSED:
+            resolve(command.reply, None)
+            return
+        self._log.info("close")
+        self._drop_connection(graceful=True)
+        self._end(SessionStatus.CLOSED, SessionClosed("session closed"), reason=None)
+        resolve(command.reply, None)
+
+    # --- connection lifecycle -------------------------------------------------------
+
+    def _connect(self) -> None:
+        """Start a handshake for the latest accepted thread id, or queue it behind one."""
+        if self._in_flight:
+            # Never two handshakes in flight: abort this one, start after its report.
+            self._reconnect_wanted = True
+            if self._conn is not None:
+                self._conn.abort()
+            return
+        self._drop_connection(graceful=True)
+        record = self._record
+        record.generation += 1
+        record.handshakes += 1
+        identity = Identity(record.thread_id, self._protocol_session_id)
+        codec = make_codec(self._spec, identity)
+        conn = Connection(codec.handshake(), record.generation, self._report, self._admission,
+                          self._spec.connect_timeout, self._spec.verify_tls)
+        self._conn, self._codec, self._conn_thread = conn, codec, record.thread_id
+        self._in_flight, self._reconnect_wanted = True, False
+        self._status = SessionStatus.CONNECTING
+        self._log.debug("connect", thread_id=record.thread_id, generation=record.generation)
+        self._publish()
+        conn.start()
+
+    def _report(self, report: Report) -> None:
+        """Transport callback (reader thread): hand the report to the mailbox."""
+        try:
+            self.actor_ref.tell(report)
+        except pykka.ActorDeadError:
+            if isinstance(report, Opened):
+                report.connection.abort()  # nobody will ever close it
+
+    def _on_opened(self, generation: int, connection: Connection) -> None:
+        if generation != self._record.generation or connection is not self._conn:
+            connection.abort()
+            return
+        assert self._codec is not None
+        self._apply(self._codec.opened())
+
+    def _on_ready(self) -> None:
+        self._in_flight = False
+        if self._reconnect_wanted:
+            self._connect()
+            return
+        self._status = SessionStatus.CONNECTED
+        self._connected_at = time.monotonic()
+        self._reason = None
+        self._log.info("connected", thread_id=self._conn_thread,
+                       generation=self._record.generation)
+        result = ResumeResult(self._conn_thread, self._record.generation)
+        for command in self._pending:
+            resolve(command.reply, result)
+        self._pending = []
+        while self._outbox and self._status is SessionStatus.CONNECTED:
+            if not self._write(self._outbox[0]):
+                break
+            self._outbox.popleft()
+        self._publish()
+
+    def _on_ended(self, generation: int, error: Exception | None, *, clean: bool) -> None:
+        if generation != self._record.generation or self._conn is None:
+            return  # a connection we already let go of
+        self._in_flight = False
+        if self._reconnect_wanted:
+            self._connect()
+            return
+        self._lose(error, clean=clean)
+
+    def _lose(self, error: Exception | None, *, clean: bool) -> None:
+        """The live connection is gone: ask the supervisor whether and when to restart."""
+        uptime = None if self._connected_at is None else time.monotonic() - self._connected_at
+        self._drop_connection(graceful=False)
+        self._losses += 1
+        self._status = SessionStatus.BACKOFF
+        self._reason = "closed normally by the server" if error is None else str(error)
+        self._log.info("connection_lost", reason=self._reason, uptime=uptime)
+        self._publish()
+        self._supervisor.tell(sup.ConnectionDown(self._spec.session_id, self._losses, error,
+                                                 clean, uptime))
+
+    def _on_restart_in(self, loss: int, delay: float) -> None:
+        if loss != self._losses or self._status is not SessionStatus.BACKOFF:
+            return
+        self._last_backoff = delay
+        self._publish()
+        ref = self.actor_ref
+        self._scheduler.call_later(delay, lambda: _tell_if_alive(ref, sup.Reconnect(loss)))
+
+    def _drop_connection(self, *, graceful: bool) -> None:
+        conn, codec = self._conn, self._codec
+        self._conn = self._codec = None
+        self._connected_at = None
+        if conn is None:
+            return
+        if graceful and codec is not None and not self._in_flight:
+            conn.close(codec.closing())
+        else:
+            conn.abort()
+
+    # --- inbound ------------------------------------------------------------------
+
+    def _on_frame(self, generation: int, data: str | bytes) -> None:
+        if generation != self._record.generation or self._codec is None:
+            self._record.stale_frames_dropped += 1
+            return
+        self._apply(self._codec.received(data))
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Inbound(name, data, _):
+                    self._deliver(name, data)
+                case Outbound(frame) if self._conn is not None:
+                    try:
+                        self._conn.send(frame)
+                    except ConnectionLost:
+                        return  # the reader reports the loss
+                case Ready():
+                    self._on_ready()
+                case Refused(message):
+                    self._in_flight = False
+                    self._lose(ProtocolRefused(message), clean=False)
+                    return
+                case Malformed(reason):
+                    self._log.warning("malformed_frame", reason=reason)
+
+    def _deliver(self, name: str, data: Any) -> None:
+        callback = self._spec.on_event
+        if callback is None:
+            return
+        event = Event(self._spec.session_id, self._conn_thread, self._record.generation,
+                      name, data, time.monotonic())
+        try:
+            callback(event)
+        except Exception:  # noqa: BLE001 - any user bug
+            # A bug in the user's callback must not cost the session its socket.
+            self._log.exception("on_event_failed", event_name=name)
+
+    # --- endings ------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        self._log.warning("session_failed", reason=reason)
+        self._drop_connection(graceful=False)
+        self._end(SessionStatus.FAILED, SessionFailed(reason), reason=reason)
+
+    def _end(self, status: SessionStatus, error: SupervisorError, reason: str | None) -> None:
+        self._status = status
+        self._reason = reason
+        for held in (*self._pending, *self._outbox, *self._record.end(error)):
+            fail_command(held, error)
+        self._pending, self._outbox = [], deque()
+        self._publish()
+        self._supervisor.tell(sup.SessionEnded(self._spec.session_id, reason))
+        self.stop()
+
+    def _crashed(self, error: BaseException) -> None:
+        """The handler raised: hand every held command back to the record, then report."""
+        self._log.error("actor_crashed", error=repr(error))
+        if self._conn is not None:
+            self._conn.abort()
+        held: list[Command] = [*self._pending, *self._outbox]
+        if self._current is not None and not is_settled(self._current.reply):
+            held.append(self._current)
+        held.extend(command for command in self._unprocessed if command is not self._current)
+        record = self._record
+        with record.lock:
+            # Under the lock no handle can slip a command into the inbox after
+            # the drain: from here on they park in the record.
+            record.ref = None
+            while not self.actor_inbox.empty():
+                message = self.actor_inbox.get().message
+                if isinstance(message, Resume | Send | Close):
+                    held.append(message)
+                elif isinstance(message, Opened):
+                    message.connection.abort()
+            record.parked.extendleft(reversed(held))
+        self._status = SessionStatus.BACKOFF
+        self._reason = f"actor crashed: {error!r}"
+        self._publish()
+        self._supervisor.tell(sup.ActorCrashed(self._spec.session_id, error))
+
+    def _publish(self) -> None:
+        record = self._record
+        record.snapshot = SessionState(
+            session_id=self._spec.session_id,
+            thread_id=record.thread_id,
+            connected_thread_id=self._conn_thread if self._status is SessionStatus.CONNECTED
+            else None,
+            generation=record.generation,
+            status=self._status,
+            restarts=record.restarts,
+            reason=self._reason,
+            outbox=len(self._outbox),
+            stale_frames_dropped=record.stale_frames_dropped,
+            handshakes=record.handshakes,
+            last_backoff=self._last_backoff,
+        )
+
+
+def _tell_if_alive(ref: pykka.ActorRef[Any], message: Any) -> None:
+    with contextlib.suppress(pykka.ActorDeadError):  # the session ended meanwhile
+        ref.tell(message)
+
+
+def crash_error(error: BaseException) -> SessionCrashed:
+    """The error a crashed session's commands fail with when it is not restarted."""
+    return SessionCrashed(f"session actor crashed: {error!r}")

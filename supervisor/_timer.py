@@ -1,0 +1,76 @@
+"""One scheduler thread for every delayed restart (internal).
+
+A timer thread per backing-off session would cost a thread each during a storm,
+exactly when threads are scarce; one heap serves them all.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from supervisor._logging import get_logger
+
+_log = get_logger(__name__)
+
+
+class TimerHandle:
+    """Internal: cancels one scheduled call."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler:
+    """Internal: runs short callbacks after a delay, in one daemon thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, TimerHandle, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="supervisor-timer", daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        handle = TimerHandle()
+        with self._cond:
+            heapq.heappush(self._heap,
+                           (self._clock() + max(delay, 0.0), next(self._order), handle, callback))
+            self._cond.notify()
+        return handle
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    due = self._heap[0][0] - self._clock()
+                    if due <= 0:
+                        break
+                    self._cond.wait(due)
+                if self._stopped:
+                    return
+                _, _, handle, callback = heapq.heappop(self._heap)
+            if not handle.cancelled:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a failed callback must not stop every later restart
+                    _log.exception("scheduled_callback_failed")

@@ -1,0 +1,225 @@
+"""The transport: one websocket-client connection and its reader thread (internal).
+
+It owns websocket-client and nothing else. It never touches session state: it
+reports to the session actor through ``report`` (the actor's ``tell``), every
+report stamped with the generation the connection was opened for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import websocket
+import websocket._handshake as _ws_handshake
+
+from supervisor._admission import Admission, AdmissionCancelled
+from supervisor.errors import ConnectionLost, HandshakeError, HandshakeRefused
+from supervisor.protocols.base import Handshake
+
+
+class _NoCookieJar(websocket._cookiejar.SimpleCookieJar):
+    """A jar that keeps nothing: cookies travel only in each session's own handshake.
+
+    websocket-client stores every ``Set-Cookie`` with a domain in one
+    process-wide jar and adds it to every later handshake to that host, so a
+    cookie set for one session would be sent by all the others (I8).
+    """
+
+    def add(self, set_cookie: str | None) -> None:
+        return None
+
+    def set(self, set_cookie: str) -> None:
+        return None
+
+    def get(self, host: str) -> str:
+        return ""
+
+
+def isolate_cookies() -> None:
+    """Replace websocket-client's process-wide cookie jar with one that keeps nothing."""
+    if not isinstance(_ws_handshake.CookieJar, _NoCookieJar):
+        _ws_handshake.CookieJar = _NoCookieJar()
+
+
+isolate_cookies()
+
+_CLEAN_CLOSE_CODES = frozenset({1000, 1001})
+
+
+# --- reports to the session actor (internal messages) ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Internal: the WebSocket upgrade of ``generation`` succeeded."""
+
+    generation: int
+    connection: Connection
+    response_headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFailed:
+    """Internal: the handshake of ``generation`` failed with ``error``."""
+
+    generation: int
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """Internal: one text (str) or binary (bytes) frame on ``generation``."""
+
+    generation: int
+    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Internal: the connection of ``generation`` ended; ``clean``: closed normally by the peer."""
+
+    generation: int
+    error: Exception | None
+    clean: bool
+
+
+Report = Opened | OpenFailed | Received | Ended
+
+
+class Connection:
+    """Internal: one connection attempt and, if it opens, its reader loop.
+
+    Connect and reads run in the connection's own thread, so the actor's
+    mailbox never blocks on the network.
+    """
+
+    def __init__(self, handshake: Handshake, generation: int,
+                 report: Callable[[Report], None], admission: Admission,
+                 connect_timeout: float, verify_tls: bool = True) -> None:
+        self.generation = generation
+        self._handshake = handshake
+        self._report = report
+        self._admission = admission
+        self._connect_timeout = connect_timeout
+        self._verify_tls = verify_tls
+        self._cancelled = threading.Event()
+        self._ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"ws-gen{generation}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, frame: str | bytes) -> None:
+        """Write one frame from the actor's thread; raise ``ConnectionLost`` if it fails."""
+        opcode = websocket.ABNF.OPCODE_TEXT if isinstance(frame, str) else \
+            websocket.ABNF.OPCODE_BINARY
+        try:
+            self._ws.send(frame, opcode)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ConnectionLost(f"send failed: {exc}") from exc
+
+    def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
+        """Write ``last_frames`` and a close frame (best effort), then stop the reader."""
+        self._cancelled.set()
+        try:
+            for frame in last_frames:
+                self.send(frame)
+            if self._ws.connected:
+                self._ws.send_close()
+        except (OSError, websocket.WebSocketException, ConnectionLost):
+            pass  # the peer is gone already; shutting down below is all that is left
+        self._shutdown()
+
+    def abort(self) -> None:
+        """Stop at once, mid-handshake included: no close frame."""
+        self._cancelled.set()
+        self._admission.wake_all()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        # websocket-client's abort() does nothing after send_close() or during
+        # the handshake (it checks ``connected``); shutting the socket down
+        # wakes a blocked reader in every case.
+        sock = self._ws.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
+            self._report(OpenFailed(self.generation, _handshake_error(exc)))
+            return
+        self._report(Opened(self.generation, self, dict(self._ws.getheaders() or {})))
+        self._read()
+
+    def _open(self) -> None:
+        try:
+            self._admission.acquire(self._cancelled)
+        except AdmissionCancelled:
+            msg = "aborted while waiting for admission"
+            raise HandshakeError(msg) from None
+        try:
+            if self._cancelled.is_set():
+                msg = "aborted before the handshake"
+                raise HandshakeError(msg)
+            options: dict[str, Any] = {
+                "header": [f"{name}: {value}" for name, value in self._handshake.headers],
+                "timeout": self._connect_timeout,
+            }
+            if (cookie := self._handshake.cookie_header()) is not None:
+                options["cookie"] = cookie
+            if not self._verify_tls:
+                options["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+            self._ws.connect(self._handshake.url, **options)  # type: ignore[no-untyped-call]
+        finally:
+            self._admission.release()
+        # The connect timeout bounds the handshake; reads wait for as long as
+        # the connection lives (the actor or the peer ends it).
+        self._ws.settimeout(None)
+
+    def _read(self) -> None:
+        error: Exception | None = None
+        clean = False
+        try:
+            while True:
+                opcode, data = self._ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    self._report(Received(self.generation, data.decode("utf-8", "replace")))
+                elif opcode == websocket.ABNF.OPCODE_BINARY:
+                    self._report(Received(self.generation, bytes(data)))
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+                    clean = code in _CLEAN_CLOSE_CODES
+                    if not clean:
+                        error = ConnectionLost(f"server closed the connection with code {code}")
+                    break
+        except Exception as exc:  # noqa: BLE001 - every way a read ends is reported
+            if not self._cancelled.is_set():
+                error = ConnectionLost(f"connection lost: {exc or type(exc).__name__}")
+                error.__cause__ = exc
+        finally:
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
+        self._report(Ended(self.generation, error, clean))
+
+
+def _handshake_error(exc: Exception) -> Exception:
+    if isinstance(exc, HandshakeError):
+        return exc
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        refused = HandshakeRefused(exc.status_code, exc.resp_headers, exc.resp_body or b"")
+        refused.__cause__ = exc
+        return refused
+    error = HandshakeError(f"handshake failed: {exc or type(exc).__name__}")
+    error.__cause__ = exc
+    return error

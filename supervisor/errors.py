@@ -1,0 +1,70 @@
+"""The error types of the library: one root, :class:`SupervisorError`.
+
+"Closed by us" (:class:`SessionClosed`) and "broken by the peer or the network"
+(:class:`ConnectionLost`, :class:`HandshakeError`) are different types, as a
+caller reacts to them differently: the first is their own doing, the second may
+pass with a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class SupervisorError(Exception):
+    """Root of every error this library raises on purpose."""
+
+
+class SessionClosed(SupervisorError):
+    """The session was closed by us (``close()`` or ``Supervisor.stop()``)."""
+
+
+class SessionFailed(SupervisorError):
+    """The supervisor gave up on the session; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutboxFull(SupervisorError):
+    """A send was refused because the reconnect buffer is at its bound."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"outbox full: {limit} sends already wait for a connection")
+        self.limit = limit
+
+
+class ConnectionLost(SupervisorError):
+    """The peer or the network broke an open connection."""
+
+
+class HandshakeError(SupervisorError):
+    """The connection could not be opened (network error or timeout)."""
+
+
+class HandshakeRefused(HandshakeError):
+    """The server answered the WebSocket upgrade with an HTTP error status.
+
+    ``status_code`` and ``headers`` are kept so callers can tell 401/403
+    (credentials: not retried by default) from 5xx (retried with backoff).
+    """
+
+    def __init__(self, status_code: int, headers: Mapping[str, str] | None = None,
+                 body: bytes = b"") -> None:
+        super().__init__(f"handshake refused with HTTP {status_code}")
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+        self.body = body
+
+
+class ProtocolRefused(SupervisorError):
+    """The server refused the session at the protocol level (e.g. Socket.IO ``44``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SessionCrashed(SupervisorError):
+    """The session's actor raised; it is being restarted or has failed."""

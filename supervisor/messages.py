@@ -1,0 +1,117 @@
+"""Public records: what the user sends to a session and what comes back.
+
+Every record is a frozen dataclass with slots. Commands carry the future that
+answers them, so a command is never separated from its answer, even when a
+crashed session's commands are handed over to its successor.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+
+class SessionStatus(enum.Enum):
+    """Where a session's state machine stands."""
+
+    CONNECTING = "connecting"
+    """A handshake is in flight (or waits for admission)."""
+    CONNECTED = "connected"
+    """The live connection carries the session's thread id."""
+    BACKOFF = "backoff"
+    """The connection was lost; the supervisor has scheduled a reconnect."""
+    CLOSED = "closed"
+    """Closed by us; terminal."""
+    FAILED = "failed"
+    """The supervisor gave up (budget exhausted, refused credentials); terminal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One inbound event, as handed to ``SessionSpec.on_event``."""
+
+    session_id: str
+    """The supervisor's id of the session."""
+    thread_id: str | None
+    """The thread of the connection the frame arrived on (not the latest Resume)."""
+    generation: int
+    """The connection generation the frame arrived on."""
+    name: str
+    """``"message"`` for plain WebSocket frames; the event name for Socket.IO."""
+    data: Any
+    """Frame text (``bytes`` for binary frames) or the event's payload."""
+    received_at: float = 0.0
+    """``time.monotonic()`` when the session handled the frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeResult:
+    """What a ``resume()`` future resolves with."""
+
+    thread_id: str | None
+    """The thread this Resume asked for."""
+    generation: int
+    """Generation of the connection that carries it; -1 when superseded."""
+    superseded: bool = False
+    """True when a newer Resume replaced this one before it connected."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """A snapshot of one session, from ``Session.state()``."""
+
+    session_id: str
+    thread_id: str | None
+    """The latest accepted thread id (what the next handshake will carry)."""
+    connected_thread_id: str | None
+    """The thread id the live connection's handshake carried; None if not connected."""
+    generation: int
+    status: SessionStatus
+    restarts: int
+    """Restarts the supervisor made (socket losses and crashes), not Resumes."""
+    reason: str | None = None
+    """Why the session failed or last lost its connection."""
+    outbox: int = 0
+    """Sends buffered while reconnecting."""
+    stale_frames_dropped: int = 0
+    """Frames that arrived on a superseded connection and were dropped (I4)."""
+    handshakes: int = 0
+    """Handshakes this session started."""
+    last_backoff: float | None = None
+    """The delay before the latest scheduled restart, in seconds."""
+
+
+# --- commands -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Switch the session to ``thread_id`` (rebuilding the connection)."""
+
+    thread_id: str | None
+    """The thread to resume; None starts a new conversation."""
+    reply: pykka.Future[ResumeResult] = field(compare=False)
+    """Resolves once connected for this thread, or as superseded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write one frame (plain WebSocket) or one event (Socket.IO) to the socket."""
+
+    data: Any
+    """Text or bytes for ``"websocket"``; the payload for ``emit``."""
+    reply: pykka.Future[None] = field(compare=False)
+    """Resolves once written to the socket; fails with a typed error."""
+    event: str | None = None
+    """The Socket.IO event name; None for plain WebSocket frames."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the session for good (``clear_session`` first on Chainlit)."""
+
+    reply: pykka.Future[None] = field(compare=False)
+    """Resolves once the socket is closed."""

@@ -1,0 +1,44 @@
+"""Plain WebSocket: the thread id travels in a handshake header; frames are messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervisor.protocols.base import Action, Handshake, Identity, Inbound, Ready
+from supervisor.spec import SessionSpec
+
+
+class WebSocketCodec:
+    """Codec for protocol ``"websocket"``: every frame is one ``message`` event."""
+
+    def __init__(self, spec: SessionSpec, identity: Identity) -> None:
+        self._spec = spec
+        self._identity = identity
+
+    def handshake(self) -> Handshake:
+        thread_header = self._spec.thread_header.lower()
+        # A user header of the same name must not smuggle in another thread id.
+        headers = [(name, value) for name, value in self._spec.headers.items()
+                   if name.lower() != thread_header]
+        if self._identity.thread_id is not None:
+            headers.append((self._spec.thread_header, self._identity.thread_id))
+        return Handshake(url=self._spec.url, headers=tuple(headers),
+                         cookies=tuple(self._spec.cookies.items()))
+
+    def opened(self) -> list[Action]:
+        return [Ready()]
+
+    def received(self, frame: str | bytes) -> list[Action]:
+        return [Inbound("message", frame)]
+
+    def encode(self, event: str | None, data: Any) -> str | bytes:
+        if event is not None:
+            msg = "plain WebSocket sessions have no events: use send(text), not emit()"
+            raise TypeError(msg)
+        if not isinstance(data, str | bytes):
+            msg = f"send() takes str or bytes on a plain WebSocket, not {type(data).__name__}"
+            raise TypeError(msg)
+        return data
+
+    def closing(self) -> list[str | bytes]:
+        return []

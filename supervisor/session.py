@@ -1,0 +1,80 @@
+"""``Session``: the handle users hold for one supervised session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from supervisor._futures import new_future
+from supervisor._record import SessionRecord
+from supervisor.messages import Close, Resume, ResumeResult, Send, SessionState
+from supervisor.spec import SessionSpec, check_thread_id
+
+
+class Session:
+    """A handle to one supervised session; usable at once, safe from any thread.
+
+    Every method returns at once with a future; the session's actor does the work.
+    """
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: SessionRecord) -> None:
+        self._record = record
+
+    @property
+    def id(self) -> str:
+        return self._record.spec.session_id
+
+    @property
+    def spec(self) -> SessionSpec:
+        return self._record.spec
+
+    def resume(self, thread_id: str | None) -> pykka.Future[ResumeResult]:
+        """Switch to ``thread_id``; the future resolves once connected for it.
+
+        Raises ``ValueError`` at once, before any I/O, for a thread id with a
+        control character. A newer Resume resolves this one as superseded.
+        """
+        check_thread_id(thread_id)
+        reply: pykka.Future[ResumeResult] = new_future()
+        self._record.deliver(Resume(thread_id, reply))
+        return reply
+
+    def send(self, data: str | bytes) -> pykka.Future[None]:
+        """Send one frame; buffered (bounded) while reconnecting.
+
+        The future resolves once the frame is written to the socket. A frame
+        written to a socket the peer has just dropped can still be lost.
+        """
+        if self._record.spec.protocol == "websocket" and not isinstance(data, str | bytes):
+            msg = f"send() takes str or bytes, not {type(data).__name__}"
+            raise TypeError(msg)
+        reply: pykka.Future[None] = new_future()
+        self._record.deliver(Send(data, reply))
+        return reply
+
+    def emit(self, event: str, data: Any = None) -> pykka.Future[None]:
+        """Emit a Socket.IO event (protocols ``socketio`` and ``chainlit``)."""
+        if self._record.spec.protocol == "websocket":
+            msg = "emit() needs a Socket.IO session; use send() on a plain WebSocket"
+            raise TypeError(msg)
+        reply: pykka.Future[None] = new_future()
+        self._record.deliver(Send(data, reply, event=event))
+        return reply
+
+    def close(self) -> pykka.Future[None]:
+        """Close the session for good; pending commands fail with ``SessionClosed``."""
+        reply: pykka.Future[None] = new_future()
+        self._record.deliver(Close(reply))
+        return reply
+
+    def state(self) -> SessionState:
+        """The latest published snapshot (never waits on the actor)."""
+        return self._record.snapshot
+
+    def __repr__(self) -> str:
+        snapshot = self._record.snapshot
+        return (f"<Session {self.id} {snapshot.status.value} thread={snapshot.thread_id!r} "
+                f"gen={snapshot.generation}>")

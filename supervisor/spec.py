@@ -1,0 +1,114 @@
+"""``SessionSpec``: what a session is, validated before any I/O (I8)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from supervisor.messages import Event
+
+ProtocolName = Literal["websocket", "socketio", "chainlit"]
+PROTOCOLS: tuple[ProtocolName, ...] = ("websocket", "socketio", "chainlit")
+DEFAULT_THREAD_HEADER = "X-Chainlit-Thread-Id"
+
+_HEADER_NAME_FORBIDDEN = set('()<>@,;:\\"/[]?={} \t')
+
+
+def check_value(value: str, what: str) -> str:
+    """Refuse CR, LF and every other control character but tab (I8).
+
+    A header value with CR or LF would let one session inject headers (or a
+    second request) into its handshake; refusing before any I/O keeps the
+    handshake exactly what the state says.
+    """
+    if not isinstance(value, str):
+        msg = f"{what} must be a str, not {type(value).__name__}"
+        raise TypeError(msg)
+    for char in value:
+        code = ord(char)
+        if (code < 32 and char != "\t") or code == 127:
+            msg = f"{what} contains control character {char!r}: {value!r}"
+            raise ValueError(msg)
+    return value
+
+
+def check_thread_id(thread_id: str | None) -> str | None:
+    """Validate a thread id for a handshake; None means a new conversation."""
+    if thread_id is None:
+        return None
+    check_value(thread_id, "thread id")
+    if not thread_id:
+        msg = "thread id must not be empty (use None for a new conversation)"
+        raise ValueError(msg)
+    return thread_id
+
+
+def _check_header_name(name: str) -> str:
+    check_value(name, "header name")
+    if not name or any(char in _HEADER_NAME_FORBIDDEN for char in name):
+        msg = f"invalid header name: {name!r}"
+        raise ValueError(msg)
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """Everything needed to open (and re-open) one supervised session."""
+
+    url: str
+    """``ws://`` or ``wss://`` address of the server's WebSocket endpoint."""
+    protocol: ProtocolName = "websocket"
+    """Wire protocol: plain ``websocket`` frames, ``socketio`` or ``chainlit``."""
+    thread_id: str | None = None
+    """Thread to connect with at once; None: no thread header, a new conversation."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra handshake headers, sent by this session alone."""
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    """Cookies sent by this session alone (never via websocket-client's global jar)."""
+    on_event: Callable[[Event], Any] | None = None
+    """Called in the session's actor with one ``Event`` per inbound frame or event."""
+    thread_header: str = DEFAULT_THREAD_HEADER
+    """Handshake header that carries the thread id."""
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    """The supervisor's name for this session (logs, ``Event.session_id``)."""
+    connect_timeout: float = 10.0
+    """Seconds a handshake may take; a silent server never hangs a session."""
+    outbox_limit: int = 1000
+    """Sends buffered while reconnecting; one more fails with ``OutboxFull``."""
+    verify_tls: bool = True
+    """Verify ``wss://`` certificates (turn off only for self-signed test servers)."""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(check_value(self.url, "url"))
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            msg = f"url must be ws://HOST[:PORT]/PATH or wss://..., got {self.url!r}"
+            raise ValueError(msg)
+        if self.protocol not in PROTOCOLS:
+            msg = f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}"
+            raise ValueError(msg)
+        check_thread_id(self.thread_id)
+        _check_header_name(self.thread_header)
+        for name, value in self.headers.items():
+            _check_header_name(name)
+            check_value(value, f"header {name}")
+        for name, value in self.cookies.items():
+            check_value(name, "cookie name")
+            check_value(value, f"cookie {name}")
+            if any(char in name for char in "=; ") or any(char in value for char in ";"):
+                msg = f"invalid cookie {name!r}={value!r}"
+                raise ValueError(msg)
+        check_value(self.session_id, "session id")
+        if self.connect_timeout <= 0:
+            msg = f"connect_timeout must be positive, got {self.connect_timeout}"
+            raise ValueError(msg)
+        if self.outbox_limit < 0:
+            msg = f"outbox_limit must be zero or more, got {self.outbox_limit}"
+            raise ValueError(msg)
+        # Freeze the mappings so a caller mutating their dict cannot change
+        # identity behind the actor's back (I1).
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        object.__setattr__(self, "cookies", MappingProxyType(dict(self.cookies)))
