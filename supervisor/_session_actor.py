@@ -48,7 +48,16 @@ from supervisor.messages import (
     SessionStatus,
 )
 from supervisor.protocols import Codec, Identity, make_codec
-from supervisor.protocols.base import Action, Inbound, Malformed, Outbound, Ready, Refused
+from supervisor.protocols.base import (
+    Acked,
+    Action,
+    Disconnected,
+    Inbound,
+    Malformed,
+    Outbound,
+    Ready,
+    Refused,
+)
 
 _log = get_logger("supervisor.session")
 
@@ -64,7 +73,7 @@ class SessionActor(pykka.ThreadingActor):
         self._supervisor = supervisor
         self._admission = admission
         self._scheduler = scheduler
-        self._log = _log.bind(session_id=self._spec.session_id)
+        self._log = _log.bind(session_id=self._spec.session_id, thread_id=record.thread_id)
 
         self._status = SessionStatus.CONNECTING
         self._protocol_session_id = uuid.uuid4().hex
@@ -79,6 +88,9 @@ class SessionActor(pykka.ThreadingActor):
         self._connected_at: float | None = None
         self._pending: list[Resume] = []
         self._outbox: deque[Send] = deque()
+        self._awaiting_ack: dict[int, Send] = {}
+        """Emits of the current connection waiting for the server's ack, by ack id."""
+        self._next_ack_id = 0
         self._losses = 0
         self._reason: str | None = None
         self._last_backoff: float | None = None
@@ -163,7 +175,8 @@ class SessionActor(pykka.ThreadingActor):
         # Chainlit restores a known server session and ignores a new thread id:
         # a thread switch needs a fresh server-side session id.
         self._protocol_session_id = uuid.uuid4().hex
-        self._log.info("resume", thread_id=command.thread_id)
+        self._log = self._log.bind(thread_id=command.thread_id)
+        self._log.info("resume")
         if self._status is SessionStatus.BACKOFF:
             self._preempt_backoff()
         else:
@@ -188,8 +201,12 @@ class SessionActor(pykka.ThreadingActor):
         """Write one send now; False if the socket failed (the command stays unanswered)."""
         assert self._conn is not None
         assert self._codec is not None
+        ack_id = None
+        if command.want_ack:
+            ack_id = self._next_ack_id
+            self._next_ack_id += 1
         try:
-            frame = self._codec.encode(command.event, command.data)
+            frame = self._codec.encode(command.event, command.data, ack_id)
         except (TypeError, ValueError) as exc:
             reject(command.reply, exc)
             return True
@@ -197,7 +214,10 @@ class SessionActor(pykka.ThreadingActor):
             self._conn.send(frame)
         except ConnectionLost:
             return False  # the reader reports the loss; the send waits for the next connection
-        resolve(command.reply, None)
+        if ack_id is None:
+            resolve(command.reply, None)
+        else:
+            self._awaiting_ack[ack_id] = command
         return True
 
     def _on_close(self, command: Close) -> None:
@@ -225,12 +245,13 @@ class SessionActor(pykka.ThreadingActor):
         record.handshakes += 1
         identity = Identity(record.thread_id, self._protocol_session_id)
         codec = make_codec(self._spec, identity)
-        conn = Connection(codec.handshake(), record.generation, self._report, self._admission,
+        conn = Connection(codec, record.generation, self._report, self._admission,
                           self._spec.connect_timeout, self._spec.verify_tls)
         self._conn, self._codec, self._conn_thread = conn, codec, record.thread_id
         self._in_flight, self._reconnect_wanted = True, False
         self._status = SessionStatus.CONNECTING
-        self._log.debug("connect", thread_id=record.thread_id, generation=record.generation)
+        self._log.debug("connect", generation=record.generation, url=self._spec.url,
+                        headers=dict(self._spec.headers), cookies=dict(self._spec.cookies))
         self._publish()
         conn.start()
 
@@ -249,7 +270,7 @@ class SessionActor(pykka.ThreadingActor):
         assert self._codec is not None
         self._apply(self._codec.opened())
 
-    def _on_ready(self) -> None:
+    def _on_ready(self, ready: Ready) -> None:
         self._in_flight = False
         if self._reconnect_wanted:
             self._connect()
@@ -257,9 +278,9 @@ class SessionActor(pykka.ThreadingActor):
         self._status = SessionStatus.CONNECTED
         self._connected_at = time.monotonic()
         self._reason = None
-        self._log.info("connected", thread_id=self._conn_thread,
-                       generation=self._record.generation)
-        result = ResumeResult(self._conn_thread, self._record.generation)
+        self._log.info("connected", generation=self._record.generation)
+        result = ResumeResult(self._conn_thread, self._record.generation,
+                              found=ready.thread_found, thread=ready.thread_data)
         for command in self._pending:
             resolve(command.reply, result)
         self._pending = []
@@ -302,6 +323,12 @@ class SessionActor(pykka.ThreadingActor):
         conn, codec = self._conn, self._codec
         self._conn = self._codec = None
         self._connected_at = None
+        if self._awaiting_ack:
+            # The server may or may not have handled these: never re-send them.
+            lost = ConnectionLost("connection closed before the server acknowledged the emit")
+            for command in self._awaiting_ack.values():
+                reject(command.reply, lost)
+            self._awaiting_ack.clear()
         if conn is None:
             return
         if graceful and codec is not None and not self._in_flight:
@@ -320,33 +347,61 @@ class SessionActor(pykka.ThreadingActor):
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
-                case Inbound(name, data, _):
-                    self._deliver(name, data)
+                case Inbound(name, data, ack_id):
+                    event = self._deliver(name, data)
+                    if ack_id is not None:
+                        self._answer(event, ack_id)
+                case Acked(ack_id, data):
+                    if (command := self._awaiting_ack.pop(ack_id, None)) is not None:
+                        resolve(command.reply, data)
                 case Outbound(frame) if self._conn is not None:
                     try:
                         self._conn.send(frame)
                     except ConnectionLost:
                         return  # the reader reports the loss
                 case Ready():
-                    self._on_ready()
+                    self._on_ready(action)
                 case Refused(message):
                     self._in_flight = False
                     self._lose(ProtocolRefused(message), clean=False)
                     return
+                case Disconnected(reason):
+                    self._in_flight = False
+                    self._lose(ConnectionLost(f"server disconnected: {reason}"), clean=True)
+                    return
                 case Malformed(reason):
                     self._log.warning("malformed_frame", reason=reason)
 
-    def _deliver(self, name: str, data: Any) -> None:
-        callback = self._spec.on_event
-        if callback is None:
-            return
+    def _deliver(self, name: str, data: Any) -> Event:
         event = Event(self._spec.session_id, self._conn_thread, self._record.generation,
                       name, data, time.monotonic())
+        callback = self._spec.on_event
+        if callback is not None:
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - any user bug
+                # A bug in the user's callback must not cost the session its socket.
+                self._log.exception("on_event_failed", event_name=name)
+        return event
+
+    def _answer(self, event: Event, ack_id: int) -> None:
+        """Acknowledge a server event that asked for it, with the user's answer."""
+        handler = self._spec.on_ask
+        answer = None
+        if handler is None:
+            self._log.warning("unanswered_ack_request", event_name=event.name,
+                              hint="set SessionSpec(on_ask=...) to answer")
+        else:
+            try:
+                answer = handler(event)
+            except Exception:  # noqa: BLE001 - any user bug
+                self._log.exception("on_ask_failed", event_name=event.name)
+        assert self._codec is not None
+        assert self._conn is not None
         try:
-            callback(event)
-        except Exception:  # noqa: BLE001 - any user bug
-            # A bug in the user's callback must not cost the session its socket.
-            self._log.exception("on_event_failed", event_name=name)
+            self._conn.send(self._codec.encode_ack(ack_id, answer))
+        except ConnectionLost:
+            return  # the reader reports the loss
 
     # --- endings ------------------------------------------------------------------
 
@@ -374,6 +429,9 @@ class SessionActor(pykka.ThreadingActor):
         if self._current is not None and not is_settled(self._current.reply):
             held.append(self._current)
         held.extend(command for command in self._unprocessed if command is not self._current)
+        lost = ConnectionLost("session actor crashed before the server acknowledged the emit")
+        for command in self._awaiting_ack.values():
+            reject(command.reply, lost)
         record = self._record
         with record.lock:
             # Under the lock no handle can slip a command into the inbox after

@@ -21,7 +21,7 @@ import websocket._handshake as _ws_handshake
 
 from supervisor._admission import Admission, AdmissionCancelled
 from supervisor.errors import ConnectionLost, HandshakeError, HandshakeRefused
-from supervisor.protocols.base import Handshake
+from supervisor.protocols.base import Codec
 
 
 class _NoCookieJar(websocket._cookiejar.SimpleCookieJar):
@@ -100,11 +100,11 @@ class Connection:
     mailbox never blocks on the network.
     """
 
-    def __init__(self, handshake: Handshake, generation: int,
+    def __init__(self, codec: Codec, generation: int,
                  report: Callable[[Report], None], admission: Admission,
                  connect_timeout: float, verify_tls: bool = True) -> None:
         self.generation = generation
-        self._handshake = handshake
+        self._codec = codec
         self._report = report
         self._admission = admission
         self._connect_timeout = connect_timeout
@@ -173,15 +173,16 @@ class Connection:
             if self._cancelled.is_set():
                 msg = "aborted before the handshake"
                 raise HandshakeError(msg)
+            handshake = self._codec.handshake()
             options: dict[str, Any] = {
-                "header": [f"{name}: {value}" for name, value in self._handshake.headers],
+                "header": [f"{name}: {value}" for name, value in handshake.headers],
                 "timeout": self._connect_timeout,
             }
-            if (cookie := self._handshake.cookie_header()) is not None:
+            if (cookie := handshake.cookie_header()) is not None:
                 options["cookie"] = cookie
             if not self._verify_tls:
                 options["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-            self._ws.connect(self._handshake.url, **options)  # type: ignore[no-untyped-call]
+            self._ws.connect(handshake.url, **options)  # type: ignore[no-untyped-call]
         finally:
             self._admission.release()
         # The connect timeout bounds the handshake; reads wait for as long as
@@ -191,11 +192,18 @@ class Connection:
     def _read(self) -> None:
         error: Exception | None = None
         clean = False
+        autoreply = self._codec.autoreply
         try:
             while True:
                 opcode, data = self._ws.recv_data()
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._report(Received(self.generation, data.decode("utf-8", "replace")))
+                    text = data.decode("utf-8", "replace")
+                    if (reply := autoreply(text)) is not None:
+                        # Heartbeats are answered here, not in the mailbox, so a
+                        # busy actor never misses the server's ping timeout.
+                        self._ws.send(reply)
+                        continue
+                    self._report(Received(self.generation, text))
                 elif opcode == websocket.ABNF.OPCODE_BINARY:
                     self._report(Received(self.generation, bytes(data)))
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:

@@ -57,6 +57,11 @@ class ResumeResult:
     """Generation of the connection that carries it; -1 when superseded."""
     superseded: bool = False
     """True when a newer Resume replaced this one before it connected."""
+    found: bool | None = None
+    """Chainlit: True after ``resume_thread``, False after ``resume_thread_error``;
+    None for protocols that do not confirm threads."""
+    thread: Any = None
+    """Chainlit: the ``resume_thread`` payload, or the ``resume_thread_error`` message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +108,12 @@ class Send:
 
     data: Any
     """Text or bytes for ``"websocket"``; the payload for ``emit``."""
-    reply: pykka.Future[None] = field(compare=False)
-    """Resolves once written to the socket; fails with a typed error."""
+    reply: pykka.Future[Any] = field(compare=False)
+    """Resolves (None) once written to the socket, or with the ack; fails typed."""
     event: str | None = None
     """The Socket.IO event name; None for plain WebSocket frames."""
+    want_ack: bool = False
+    """Resolve ``reply`` with the server's acknowledgement instead of on write."""
 
 
 @dataclass(frozen=True, slots=True)

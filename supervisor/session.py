@@ -64,6 +64,20 @@ class Session:
         self._record.deliver(Send(data, reply, event=event))
         return reply
 
+    def call(self, event: str, data: Any = None) -> pykka.Future[Any]:
+        """Emit a Socket.IO event and resolve with the server's acknowledgement.
+
+        If the connection is lost before the ack arrives, the future fails with
+        ``ConnectionLost``: the server may or may not have handled the event, so
+        it is not re-sent.
+        """
+        if self._record.spec.protocol == "websocket":
+            msg = "call() needs a Socket.IO session"
+            raise TypeError(msg)
+        reply: pykka.Future[Any] = new_future()
+        self._record.deliver(Send(data, reply, event=event, want_ack=True))
+        return reply
+
     def close(self) -> pykka.Future[None]:
         """Close the session for good; pending commands fail with ``SessionClosed``."""
         reply: pykka.Future[None] = new_future()

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from supervisor.messages import Event
 
 ProtocolName = Literal["websocket", "socketio", "chainlit"]
+ChainlitVersion = Literal["auto", "2", "1"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("websocket", "socketio", "chainlit")
 DEFAULT_THREAD_HEADER = "X-Chainlit-Thread-Id"
 
@@ -81,15 +82,44 @@ class SessionSpec:
     """Sends buffered while reconnecting; one more fails with ``OutboxFull``."""
     verify_tls: bool = True
     """Verify ``wss://`` certificates (turn off only for self-signed test servers)."""
+    # --- Socket.IO and Chainlit -----------------------------------------------------
+    socketio_path: str | None = None
+    """Engine.IO endpoint path; default ``socket.io`` (``ws/socket.io`` for Chainlit)."""
+    namespace: str = "/"
+    """Socket.IO namespace to connect."""
+    auth: Mapping[str, Any] | None = None
+    """Socket.IO connect ``auth`` payload (Chainlit builds its own)."""
+    on_ask: Callable[[Event], Any] | None = None
+    """Answers server events that ask for an acknowledgement (Chainlit ``ask``)."""
+    chainlit_version: ChainlitVersion = "auto"
+    """Chainlit identity style: ``"2"`` (auth payload), ``"1"`` (headers), ``"auto"``."""
+    client_type: str = "webapp"
+    """Chainlit ``clientType``."""
+    user_env: Mapping[str, str] = field(default_factory=dict)
+    """Chainlit ``userEnv`` (sent as a JSON string)."""
+    chat_profile: str | None = None
+    """Chainlit chat profile."""
 
     def __post_init__(self) -> None:
-        parts = urlsplit(check_value(self.url, "url"))
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            msg = f"url must be ws://HOST[:PORT]/PATH or wss://..., got {self.url!r}"
-            raise ValueError(msg)
         if self.protocol not in PROTOCOLS:
             msg = f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}"
             raise ValueError(msg)
+        parts = urlsplit(check_value(self.url, "url"))
+        # Socket.IO servers are usually named by their HTTP base URL.
+        schemes = ("ws", "wss") if self.protocol == "websocket" else ("ws", "wss", "http", "https")
+        if parts.scheme not in schemes or not parts.hostname:
+            msg = (f"url must be {' or '.join(s + '://HOST[:PORT]/...' for s in schemes)} "
+                   f"for protocol {self.protocol!r}, got {self.url!r}")
+            raise ValueError(msg)
+        if self.chainlit_version not in ("auto", "2", "1"):
+            msg = f"chainlit_version must be 'auto', '2' or '1', got {self.chainlit_version!r}"
+            raise ValueError(msg)
+        for name, value in self.user_env.items():
+            check_value(name, "user_env key")
+            check_value(value, f"user_env {name}")
+        if self.chat_profile is not None:
+            check_value(self.chat_profile, "chat_profile")
+        check_value(self.client_type, "client_type")
         check_thread_id(self.thread_id)
         _check_header_name(self.thread_header)
         for name, value in self.headers.items():
@@ -112,3 +142,4 @@ class SessionSpec:
         # identity behind the actor's back (I1).
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "cookies", MappingProxyType(dict(self.cookies)))
+        object.__setattr__(self, "user_env", MappingProxyType(dict(self.user_env)))

@@ -66,9 +66,15 @@ class TestSessionSpec:
 
     @pytest.mark.parametrize("url", ["http://x/ws", "127.0.0.1:80", "ws://", "", "ws:/x"])
     def test_bad_urls(self, url: str) -> None:
-        """Only ws:// and wss:// URLs with a host are accepted."""
+        """Plain WebSocket sessions take only ws:// and wss:// URLs with a host."""
         with pytest.raises(ValueError, match="url must be"):
             SessionSpec(url=url)
+
+    def test_socketio_takes_http_base_urls(self) -> None:
+        """Socket.IO and Chainlit servers may be named by their HTTP base URL."""
+        assert SessionSpec(url="http://x:8000", protocol="chainlit").url == "http://x:8000"
+        with pytest.raises(ValueError, match="url must be"):
+            SessionSpec(url="ftp://x", protocol="socketio")
 
     def test_unknown_protocol(self) -> None:
         """A protocol name outside the three fails, naming the valid ones."""

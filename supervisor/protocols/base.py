@@ -33,7 +33,16 @@ class Handshake:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """The connection is usable: resolve Resumes, flush the outbox."""
+    """The connection is usable: resolve Resumes, flush the outbox.
+
+    Protocols that confirm the thread (Chainlit's ``resume_thread``) say so:
+    ``thread_found`` is None when the protocol does not confirm threads, True
+    when the server resumed it, False when it answered "not found".
+    """
+
+    thread_found: bool | None = None
+    thread_data: Any = None
+    """The server's thread record (``resume_thread`` payload) or error message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +62,25 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
+class Acked:
+    """The server acknowledged our emit number ``ack_id`` with ``data``."""
+
+    ack_id: int
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """The server refused the session at the protocol level."""
 
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The server ended the session at the protocol level (Socket.IO ``41``, Engine.IO close)."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +90,18 @@ class Malformed:
     reason: str
 
 
-Action = Ready | Outbound | Inbound | Refused | Malformed
+Action = Ready | Outbound | Inbound | Acked | Refused | Disconnected | Malformed
 
 
 class Codec(Protocol):
     """Per-connection protocol state: pure functions of frames and identity."""
 
     def handshake(self) -> Handshake:
-        """The upgrade request for this connection."""
+        """The upgrade request for this connection.
+
+        Called once, in the connection's own thread before it connects, so an
+        injected lookup (Chainlit version detection) never blocks the actor.
+        """
         ...
 
     def opened(self) -> list[Action]:
@@ -84,8 +112,21 @@ class Codec(Protocol):
         """Actions for one inbound frame."""
         ...
 
-    def encode(self, event: str | None, data: Any) -> str | bytes:
-        """The frame for one user send."""
+    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> str | bytes:
+        """The frame for one user send; ``ack_id`` asks the server to acknowledge it."""
+        ...
+
+    def encode_ack(self, ack_id: int, data: Any) -> str | bytes:
+        """The frame answering the server's event number ``ack_id`` with ``data``."""
+        ...
+
+    def autoreply(self, frame: str | bytes) -> str | bytes | None:
+        """A reply the reader thread writes at once (Engine.IO pong), or None.
+
+        Called from the transport's reader thread, so it must not touch codec
+        state: heartbeats are answered even while the actor's mailbox is busy.
+        A frame that gets an autoreply is not passed to ``received``.
+        """
         ...
 
     def closing(self) -> list[str | bytes]:

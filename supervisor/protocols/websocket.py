@@ -31,14 +31,21 @@ class WebSocketCodec:
     def received(self, frame: str | bytes) -> list[Action]:
         return [Inbound("message", frame)]
 
-    def encode(self, event: str | None, data: Any) -> str | bytes:
-        if event is not None:
+    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> str | bytes:
+        if event is not None or ack_id is not None:
             msg = "plain WebSocket sessions have no events: use send(text), not emit()"
             raise TypeError(msg)
         if not isinstance(data, str | bytes):
             msg = f"send() takes str or bytes on a plain WebSocket, not {type(data).__name__}"
             raise TypeError(msg)
         return data
+
+    def encode_ack(self, ack_id: int, data: Any) -> str | bytes:
+        msg = "plain WebSocket has no acknowledgements"
+        raise TypeError(msg)
+
+    def autoreply(self, frame: str | bytes) -> str | bytes | None:
+        return None  # websocket-client answers WebSocket-level pings itself
 
     def closing(self) -> list[str | bytes]:
         return []
