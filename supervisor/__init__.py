@@ -24,7 +24,14 @@ from supervisor.errors import (
     SessionFailed,
     SupervisorError,
 )
-from supervisor.messages import Event, ResumeResult, SessionState, SessionStatus
+from supervisor.messages import (
+    Event,
+    Lifecycle,
+    LifecycleKind,
+    ResumeResult,
+    SessionState,
+    SessionStatus,
+)
 from supervisor.policy import RestartPolicy, RestartType
 from supervisor.session import Session
 from supervisor.spec import SessionSpec
@@ -37,6 +44,8 @@ __all__ = [
     "Event",
     "HandshakeError",
     "HandshakeRefused",
+    "Lifecycle",
+    "LifecycleKind",
     "OutboxFull",
     "ProtocolRefused",
     "RestartPolicy",

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from supervisor._futures import reject, resolve
-from supervisor.messages import Close, Resume, Send, SessionState, SessionStatus
+from supervisor.messages import Chat, Close, Resume, Send, SessionState, SessionStatus
 from supervisor.spec import SessionSpec
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from supervisor.errors import SupervisorError
 
-Command = Resume | Send | Close
+Command = Resume | Send | Chat | Close
 
 
 class SessionRecord:

@@ -25,13 +25,14 @@ import pykka
 from supervisor import _supervision as sup
 from supervisor._admission import Admission
 from supervisor._futures import is_settled, reject, resolve
+from supervisor._http import detect_chainlit_version
 from supervisor._logging import get_logger
+from supervisor._outgoing import Outbox
 from supervisor._record import Command, SessionRecord, fail_command
 from supervisor._timer import Scheduler
 from supervisor._transport import Connection, Ended, Opened, OpenFailed, Received, Report
 from supervisor.errors import (
     ConnectionLost,
-    OutboxFull,
     ProtocolRefused,
     SessionClosed,
     SessionCrashed,
@@ -39,8 +40,11 @@ from supervisor.errors import (
     SupervisorError,
 )
 from supervisor.messages import (
+    Chat,
     Close,
     Event,
+    Lifecycle,
+    LifecycleKind,
     Resume,
     ResumeResult,
     Send,
@@ -55,6 +59,7 @@ from supervisor.protocols.base import (
     Inbound,
     Malformed,
     Outbound,
+    Phase,
     Ready,
     Refused,
 )
@@ -76,7 +81,9 @@ class SessionActor(pykka.ThreadingActor):
         self._log = _log.bind(session_id=self._spec.session_id, thread_id=record.thread_id)
 
         self._status = SessionStatus.CONNECTING
-        self._protocol_session_id = uuid.uuid4().hex
+        self._protocol_session_id = str(uuid.uuid4())
+        self._protocol_session_used = False
+        """A handshake has carried ``_protocol_session_id``: the server may hold it."""
         self._conn: Connection | None = None
         self._codec: Codec | None = None
         self._conn_thread: str | None = None
@@ -87,13 +94,14 @@ class SessionActor(pykka.ThreadingActor):
         """A newer identity waits for the in-flight handshake to end."""
         self._connected_at: float | None = None
         self._pending: list[Resume] = []
-        self._outbox: deque[Send] = deque()
-        self._awaiting_ack: dict[int, Send] = {}
-        """Emits of the current connection waiting for the server's ack, by ack id."""
-        self._next_ack_id = 0
+        self._outbox = Outbox(self._spec.outbox_limit)
         self._losses = 0
         self._reason: str | None = None
         self._last_backoff: float | None = None
+        self._connect_started = 0.0
+        self._phases: dict[str, float] = {}
+        """Seconds per handshake phase of the current connection (Lifecycle timings)."""
+        self._phase_mark = 0.0
         self._unprocessed: deque[Command] = deque()
         """Commands parked for this actor, not yet handled (kept if on_start crashes)."""
         self._current: Command | None = None
@@ -122,7 +130,7 @@ class SessionActor(pykka.ThreadingActor):
     # --- dispatch -----------------------------------------------------------------
 
     def _handle(self, message: Any) -> None:  # noqa: PLR0912 - one flat dispatch reads best
-        if isinstance(message, Resume | Send | Close):
+        if isinstance(message, Resume | Send | Chat | Close):
             if self._record.terminal is not None:
                 # Delivered before the session ended, handled after: answer, do not act.
                 fail_command(message, self._record.terminal)
@@ -133,10 +141,10 @@ class SessionActor(pykka.ThreadingActor):
                 self._on_frame(generation, data)
             case Resume():
                 self._on_resume(message)
-            case Send():
+            case Send() | Chat():
                 self._on_send(message)
-            case Opened(generation, connection, _):
-                self._on_opened(generation, connection)
+            case Opened():
+                self._on_opened(message)
             case OpenFailed(generation, error):
                 self._on_ended(generation, error, clean=False)
             case Ended(generation, error, clean):
@@ -149,6 +157,7 @@ class SessionActor(pykka.ThreadingActor):
                 if loss == self._losses and self._status is SessionStatus.BACKOFF:
                     self._record.restarts += 1
                     self._log.info("restart", restarts=self._record.restarts)
+                    self._notify(LifecycleKind.RESTART)
                     self._connect()
             case sup.GiveUp(loss, reason):
                 if loss == self._losses and self._status is SessionStatus.BACKOFF:
@@ -174,7 +183,8 @@ class SessionActor(pykka.ThreadingActor):
         self._record.thread_id = command.thread_id
         # Chainlit restores a known server session and ignores a new thread id:
         # a thread switch needs a fresh server-side session id.
-        self._protocol_session_id = uuid.uuid4().hex
+        self._protocol_session_id = str(uuid.uuid4())
+        self._protocol_session_used = False
         self._log = self._log.bind(thread_id=command.thread_id)
         self._log.info("resume")
         if self._status is SessionStatus.BACKOFF:
@@ -189,36 +199,14 @@ class SessionActor(pykka.ThreadingActor):
         self._supervisor.tell(sup.RestartPreempted(self._spec.session_id))
         self._connect()
 
-    def _on_send(self, command: Send) -> None:
-        if self._status is SessionStatus.CONNECTED and self._write(command):
+    def _on_send(self, command: Send | Chat) -> None:
+        conn, codec = self._conn, self._codec
+        # Behind queued commands a new one waits its turn, so order holds.
+        if (self._status is SessionStatus.CONNECTED and conn is not None and codec is not None
+                and not self._outbox
+                and self._outbox.write(command, conn, codec, self._conn_thread)):
             return
-        if len(self._outbox) >= self._spec.outbox_limit:
-            reject(command.reply, OutboxFull(self._spec.outbox_limit))
-            return
-        self._outbox.append(command)
-
-    def _write(self, command: Send) -> bool:
-        """Write one send now; False if the socket failed (the command stays unanswered)."""
-        assert self._conn is not None
-        assert self._codec is not None
-        ack_id = None
-        if command.want_ack:
-            ack_id = self._next_ack_id
-            self._next_ack_id += 1
-        try:
-            frame = self._codec.encode(command.event, command.data, ack_id)
-        except (TypeError, ValueError) as exc:
-            reject(command.reply, exc)
-            return True
-        try:
-            self._conn.send(frame)
-        except ConnectionLost:
-            return False  # the reader reports the loss; the send waits for the next connection
-        if ack_id is None:
-            resolve(command.reply, None)
-        else:
-            self._awaiting_ack[ack_id] = command
-        return True
+        self._outbox.enqueue(command)
 
     def _on_close(self, command: Close) -> None:
         if self._status is SessionStatus.CLOSED:
@@ -244,12 +232,19 @@ class SessionActor(pykka.ThreadingActor):
         record.generation += 1
         record.handshakes += 1
         identity = Identity(record.thread_id, self._protocol_session_id)
-        codec = make_codec(self._spec, identity)
+        # A server that still holds this session id restores it and confirms no
+        # thread (Chainlit): only the first handshake with an id waits for one.
+        confirm_resume = self._spec.confirm_resume and not self._protocol_session_used
+        self._protocol_session_used = True
+        codec = make_codec(self._spec, identity, detect_chainlit_version,
+                           confirm_resume=confirm_resume)
         conn = Connection(codec, record.generation, self._report, self._admission,
                           self._spec.connect_timeout, self._spec.verify_tls)
         self._conn, self._codec, self._conn_thread = conn, codec, record.thread_id
         self._in_flight, self._reconnect_wanted = True, False
         self._status = SessionStatus.CONNECTING
+        self._connect_started = time.monotonic()
+        self._notify(LifecycleKind.CONNECTING)
         self._log.debug("connect", generation=record.generation, url=self._spec.url,
                         headers=dict(self._spec.headers), cookies=dict(self._spec.cookies))
         self._publish()
@@ -263,11 +258,14 @@ class SessionActor(pykka.ThreadingActor):
             if isinstance(report, Opened):
                 report.connection.abort()  # nobody will ever close it
 
-    def _on_opened(self, generation: int, connection: Connection) -> None:
-        if generation != self._record.generation or connection is not self._conn:
-            connection.abort()
+    def _on_opened(self, opened: Opened) -> None:
+        if opened.generation != self._record.generation or opened.connection is not self._conn:
+            opened.connection.abort()
             return
         assert self._codec is not None
+        self._phases = {"admission": opened.admitted_at - self._connect_started,
+                        "upgrade": opened.opened_at - opened.admitted_at}
+        self._phase_mark = opened.opened_at
         self._apply(self._codec.opened())
 
     def _on_ready(self, ready: Ready) -> None:
@@ -276,18 +274,21 @@ class SessionActor(pykka.ThreadingActor):
             self._connect()
             return
         self._status = SessionStatus.CONNECTED
-        self._connected_at = time.monotonic()
+        self._connected_at = now = time.monotonic()
         self._reason = None
+        if ready.thread_found is not None:
+            self._phases["thread"] = now - self._phase_mark
+        self._phases["total"] = now - self._connect_started
+        self._notify(LifecycleKind.CONNECTED, timings=self._phases)
         self._log.info("connected", generation=self._record.generation)
         result = ResumeResult(self._conn_thread, self._record.generation,
                               found=ready.thread_found, thread=ready.thread_data)
         for command in self._pending:
             resolve(command.reply, result)
         self._pending = []
-        while self._outbox and self._status is SessionStatus.CONNECTED:
-            if not self._write(self._outbox[0]):
-                break
-            self._outbox.popleft()
+        assert self._conn is not None
+        assert self._codec is not None
+        self._outbox.flush(self._conn, self._codec, self._conn_thread)
         self._publish()
 
     def _on_ended(self, generation: int, error: Exception | None, *, clean: bool) -> None:
@@ -307,6 +308,8 @@ class SessionActor(pykka.ThreadingActor):
         self._status = SessionStatus.BACKOFF
         self._reason = "closed normally by the server" if error is None else str(error)
         self._log.info("connection_lost", reason=self._reason, uptime=uptime)
+        self._notify(LifecycleKind.LOST, reason=self._reason,
+                     error=None if error is None else type(error).__name__)
         self._publish()
         self._supervisor.tell(sup.ConnectionDown(self._spec.session_id, self._losses, error,
                                                  clean, uptime))
@@ -323,12 +326,8 @@ class SessionActor(pykka.ThreadingActor):
         conn, codec = self._conn, self._codec
         self._conn = self._codec = None
         self._connected_at = None
-        if self._awaiting_ack:
-            # The server may or may not have handled these: never re-send them.
-            lost = ConnectionLost("connection closed before the server acknowledged the emit")
-            for command in self._awaiting_ack.values():
-                reject(command.reply, lost)
-            self._awaiting_ack.clear()
+        # The server may or may not have handled what it did not answer: never re-send.
+        self._outbox.connection_gone(ConnectionLost("connection closed before the server answered"))
         if conn is None:
             return
         if graceful and codec is not None and not self._in_flight:
@@ -349,11 +348,11 @@ class SessionActor(pykka.ThreadingActor):
             match action:
                 case Inbound(name, data, ack_id):
                     event = self._deliver(name, data)
+                    self._outbox.observe(name, data)
                     if ack_id is not None:
                         self._answer(event, ack_id)
                 case Acked(ack_id, data):
-                    if (command := self._awaiting_ack.pop(ack_id, None)) is not None:
-                        resolve(command.reply, data)
+                    self._outbox.acked(ack_id, data)
                 case Outbound(frame) if self._conn is not None:
                     try:
                         self._conn.send(frame)
@@ -362,13 +361,22 @@ class SessionActor(pykka.ThreadingActor):
                 case Ready():
                     self._on_ready(action)
                 case Refused(message):
+                    # The identity itself was refused: the Resumes waiting for it fail.
+                    refusal = ProtocolRefused(message)
+                    for command in self._pending:
+                        reject(command.reply, refusal)
+                    self._pending = []
                     self._in_flight = False
-                    self._lose(ProtocolRefused(message), clean=False)
+                    self._lose(refusal, clean=False)
                     return
                 case Disconnected(reason):
                     self._in_flight = False
                     self._lose(ConnectionLost(f"server disconnected: {reason}"), clean=True)
                     return
+                case Phase(name):
+                    now = time.monotonic()
+                    self._phases[name] = now - self._phase_mark
+                    self._phase_mark = now
                 case Malformed(reason):
                     self._log.warning("malformed_frame", reason=reason)
 
@@ -383,6 +391,18 @@ class SessionActor(pykka.ThreadingActor):
                 # A bug in the user's callback must not cost the session its socket.
                 self._log.exception("on_event_failed", event_name=name)
         return event
+
+    def _notify(self, kind: LifecycleKind, *, reason: str | None = None,
+                error: str | None = None, timings: dict[str, float] | None = None) -> None:
+        callback = self._spec.on_lifecycle
+        if callback is None:
+            return
+        record = self._record
+        try:
+            callback(Lifecycle(self._spec.session_id, kind, record.thread_id, record.generation,
+                               time.monotonic(), reason, error, dict(timings or {})))
+        except Exception:  # noqa: BLE001 - any user bug
+            self._log.exception("on_lifecycle_failed", kind=kind.value)
 
     def _answer(self, event: Event, ack_id: int) -> None:
         """Acknowledge a server event that asked for it, with the user's answer."""
@@ -413,9 +433,11 @@ class SessionActor(pykka.ThreadingActor):
     def _end(self, status: SessionStatus, error: SupervisorError, reason: str | None) -> None:
         self._status = status
         self._reason = reason
-        for held in (*self._pending, *self._outbox, *self._record.end(error)):
+        kind = LifecycleKind.CLOSED if status is SessionStatus.CLOSED else LifecycleKind.FAILED
+        self._notify(kind, reason=reason, error=None if reason is None else type(error).__name__)
+        for held in (*self._pending, *self._outbox.take_queued(), *self._record.end(error)):
             fail_command(held, error)
-        self._pending, self._outbox = [], deque()
+        self._pending = []
         self._publish()
         self._supervisor.tell(sup.SessionEnded(self._spec.session_id, reason))
         self.stop()
@@ -425,13 +447,12 @@ class SessionActor(pykka.ThreadingActor):
         self._log.error("actor_crashed", error=repr(error))
         if self._conn is not None:
             self._conn.abort()
-        held: list[Command] = [*self._pending, *self._outbox]
+        held: list[Command] = [*self._pending, *self._outbox.take_queued()]
         if self._current is not None and not is_settled(self._current.reply):
             held.append(self._current)
         held.extend(command for command in self._unprocessed if command is not self._current)
-        lost = ConnectionLost("session actor crashed before the server acknowledged the emit")
-        for command in self._awaiting_ack.values():
-            reject(command.reply, lost)
+        self._outbox.connection_gone(
+            ConnectionLost("session actor crashed before the server answered"))
         record = self._record
         with record.lock:
             # Under the lock no handle can slip a command into the inbox after
@@ -439,7 +460,7 @@ class SessionActor(pykka.ThreadingActor):
             record.ref = None
             while not self.actor_inbox.empty():
                 message = self.actor_inbox.get().message
-                if isinstance(message, Resume | Send | Close):
+                if isinstance(message, Resume | Send | Chat | Close):
                     held.append(message)
                 elif isinstance(message, Opened):
                     message.connection.abort()

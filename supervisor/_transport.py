@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,10 @@ class Opened:
     generation: int
     connection: Connection
     response_headers: Mapping[str, str]
+    admitted_at: float
+    """``time.monotonic()`` when admission control let the handshake start."""
+    opened_at: float
+    """``time.monotonic()`` when the WebSocket upgrade (TCP, TLS, HTTP 101) completed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._verify_tls = verify_tls
         self._cancelled = threading.Event()
+        self._admitted_at = 0.0
         self._ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"ws-gen{generation}")
@@ -160,7 +166,8 @@ class Connection:
             self._ws.shutdown()  # type: ignore[no-untyped-call]
             self._report(OpenFailed(self.generation, _handshake_error(exc)))
             return
-        self._report(Opened(self.generation, self, dict(self._ws.getheaders() or {})))
+        self._report(Opened(self.generation, self, dict(self._ws.getheaders() or {}),
+                            self._admitted_at, time.monotonic()))
         self._read()
 
     def _open(self) -> None:
@@ -169,6 +176,7 @@ class Connection:
         except AdmissionCancelled:
             msg = "aborted while waiting for admission"
             raise HandshakeError(msg) from None
+        self._admitted_at = time.monotonic()
         try:
             if self._cancelled.is_set():
                 msg = "aborted before the handshake"

@@ -8,10 +8,14 @@ crashed session's commands are handed over to its successor.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
+
+if TYPE_CHECKING:
+    from supervisor.protocols.chat import TurnResult
 
 
 class SessionStatus(enum.Enum):
@@ -89,6 +93,43 @@ class SessionState:
     """The delay before the latest scheduled restart, in seconds."""
 
 
+class LifecycleKind(enum.Enum):
+    """What happened to a session's connection, as reported to ``on_lifecycle``."""
+
+    CONNECTING = "connecting"
+    """A handshake began (``Lifecycle.thread_id`` is what it carries)."""
+    CONNECTED = "connected"
+    """The connection is ready; ``timings`` splits how long each phase took."""
+    LOST = "lost"
+    """An open connection, or a handshake, ended abnormally; ``reason`` says why."""
+    RESTART = "restart"
+    """The supervisor restarted the session after a backoff."""
+    FAILED = "failed"
+    """The supervisor gave up on the session."""
+    CLOSED = "closed"
+    """The session was closed by us."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """One connection lifecycle event, as handed to ``SessionSpec.on_lifecycle``."""
+
+    session_id: str
+    kind: LifecycleKind
+    thread_id: str | None
+    generation: int
+    at: float
+    """``time.monotonic()`` when the session handled it."""
+    reason: str | None = None
+    error: str | None = None
+    """The error type name for LOST and FAILED (for counting errors by kind)."""
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """For CONNECTED, seconds per phase: ``admission`` (waiting for admission
+    control), ``upgrade`` (TCP + WebSocket upgrade), ``open`` (Engine.IO open),
+    ``namespace`` (Socket.IO connect), ``thread`` (Chainlit thread confirmation),
+    ``total`` (from the start of the handshake to ready)."""
+
+
 # --- commands -----------------------------------------------------------------
 
 
@@ -114,6 +155,16 @@ class Send:
     """The Socket.IO event name; None for plain WebSocket frames."""
     want_ack: bool = False
     """Resolve ``reply`` with the server's acknowledgement instead of on write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """Send one chat message (Chainlit ``client_message``) and follow its reply turn."""
+
+    text: str
+    """The user's message."""
+    reply: pykka.Future[TurnResult] = field(compare=False)
+    """Resolves with the turn's reply text and timings once the turn ends."""
 
 
 @dataclass(frozen=True, slots=True)

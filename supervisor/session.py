@@ -8,7 +8,8 @@ import pykka
 
 from supervisor._futures import new_future
 from supervisor._record import SessionRecord
-from supervisor.messages import Close, Resume, ResumeResult, Send, SessionState
+from supervisor.messages import Chat, Close, Resume, ResumeResult, Send, SessionState
+from supervisor.protocols.chat import TurnResult
 from supervisor.spec import SessionSpec, check_thread_id
 
 
@@ -76,6 +77,22 @@ class Session:
             raise TypeError(msg)
         reply: pykka.Future[Any] = new_future()
         self._record.deliver(Send(data, reply, event=event, want_ack=True))
+        return reply
+
+    def chat(self, text: str) -> pykka.Future[TurnResult]:
+        """Chainlit: send ``text`` as a user message; resolve with the reply turn.
+
+        The ``TurnResult`` holds the reply text and the time to the first
+        token, between tokens and to the end of the turn (``task_end``).
+        """
+        if self._record.spec.protocol != "chainlit":
+            msg = "chat() needs a Chainlit session (protocol='chainlit')"
+            raise TypeError(msg)
+        if not isinstance(text, str):
+            msg = f"chat() takes str, not {type(text).__name__}"
+            raise TypeError(msg)
+        reply: pykka.Future[TurnResult] = new_future()
+        self._record.deliver(Chat(text, reply))
         return reply
 
     def close(self) -> pykka.Future[None]:

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from supervisor.messages import Event
+from supervisor.messages import Event, Lifecycle
 
 ProtocolName = Literal["websocket", "socketio", "chainlit"]
 ChainlitVersion = Literal["auto", "2", "1"]
@@ -72,6 +72,8 @@ class SessionSpec:
     """Cookies sent by this session alone (never via websocket-client's global jar)."""
     on_event: Callable[[Event], Any] | None = None
     """Called in the session's actor with one ``Event`` per inbound frame or event."""
+    on_lifecycle: Callable[[Lifecycle], Any] | None = None
+    """Called in the session's actor on each connect, loss, restart, failure and close."""
     thread_header: str = DEFAULT_THREAD_HEADER
     """Handshake header that carries the thread id."""
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -99,6 +101,11 @@ class SessionSpec:
     """Chainlit ``userEnv`` (sent as a JSON string)."""
     chat_profile: str | None = None
     """Chainlit chat profile."""
+    confirm_resume: bool = True
+    """Chainlit: a resume resolves on ``resume_thread``/``resume_thread_error``.
+
+    Turn off for apps without ``@cl.on_chat_resume`` (they never answer; the
+    resume would end in the connect timeout)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -62,6 +62,8 @@ class TestIdentity:
             self, open_session: OpenSession, ws_server: RecordingServer) -> None:
         """Sequential resumes produce handshakes carrying exactly those ids, in order."""
         session = open_session("t-0")
+        # Wait for the first connect: a Resume during it would (rightly) coalesce it away.
+        session.resume("t-0").get(timeout=10)
         for thread in ["t-1", "t-2", "t-3"]:
             result = session.resume(thread).get(timeout=10)
             assert result.thread_id == thread
@@ -236,11 +238,11 @@ class TestRestartsResumeLatest:
         original = session_actor_module.make_codec
         calls = {"n": 0}
 
-        def flaky_make_codec(*args: Any) -> Any:
+        def flaky_make_codec(*args: Any, **kwargs: Any) -> Any:
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("first start fails")
-            return original(*args)
+            return original(*args, **kwargs)
 
         monkeypatch.setattr(session_actor_module, "make_codec", flaky_make_codec)
         session = open_session("t-1")

@@ -45,7 +45,8 @@ class TestPublicSurface:
     def test_all_is_pinned(self) -> None:
         """An accidental export or a lost name fails here."""
         assert sorted(supervisor.__all__) == sorted([
-            "ConnectionLost", "Event", "HandshakeError", "HandshakeRefused", "OutboxFull",
+            "ConnectionLost", "Event", "HandshakeError", "HandshakeRefused", "Lifecycle",
+            "LifecycleKind", "OutboxFull",
             "ProtocolRefused", "RestartPolicy", "RestartType", "ResumeResult", "Session",
             "SessionClosed", "SessionCrashed", "SessionFailed", "SessionSpec", "SessionState",
             "SessionStatus", "Supervisor", "SupervisorError",

@@ -62,6 +62,14 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
+class Phase:
+    """A handshake phase completed (``"open"``: Engine.IO open; ``"namespace"``:
+    Socket.IO connect); the actor stamps the time, since codecs have no clock."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Acked:
     """The server acknowledged our emit number ``ack_id`` with ``data``."""
 
@@ -90,7 +98,7 @@ class Malformed:
     reason: str
 
 
-Action = Ready | Outbound | Inbound | Acked | Refused | Disconnected | Malformed
+Action = Ready | Outbound | Inbound | Acked | Phase | Refused | Disconnected | Malformed
 
 
 class Codec(Protocol):

@@ -1,0 +1,179 @@
+"""Chainlit: Socket.IO at ``/ws/socket.io`` with Chainlit's identity and resume handshake (pure).
+
+Facts checked against Chainlit's source (``backend/chainlit/socket.py``,
+``backend/chainlit/emitter.py``, ``libs/react-client/src/useChatSession.ts``):
+
+* 2.x reads the identity from the Socket.IO CONNECT ``auth`` payload, exactly
+  as the React client sends it: ``clientType``, ``sessionId``, ``threadId``
+  (``""`` when none), ``userEnv`` (a JSON *string*; ``"{}"`` when empty, as
+  ``load_user_env`` in 2.8+ raises ``UnboundLocalError`` on a missing or empty
+  one), ``chatProfile`` (URL-encoded with ``encodeURIComponent``, ``""`` when
+  none). Credentials are the ``access_token`` cookie (or its
+  ``access_token_0``, ``_1``... chunks).
+* 1.x reads the same identity from handshake headers (``X-Chainlit-*``,
+  ``user-env``) and credentials from ``Authorization``; the CONNECT has no auth.
+* After the CONNECT reply the client emits ``connection_successful``. The
+  server answers ``task_end``, ``clear_ask``, ``clear_call_fn`` and then, only
+  if the session was created with a thread id *and* the app defines
+  ``@cl.on_chat_resume``: ``first_interaction`` ``{"interaction": "resume",
+  "thread_id"}`` and ``resume_thread`` (the thread dict) when the thread exists
+  and belongs to the logged-in user, else ``resume_thread_error`` with
+  ``"Thread not found."`` (2.1 and later; 1.x and 2.0 send nothing at all).
+  ``on_chat_resume`` runs between the two, in its own ``task_start``/``task_end``.
+* Refusals at CONNECT (no or bad ``access_token``, a thread owned by another
+  user) arrive as ``44{"message": "Connection refused by server"}``: Chainlit
+  raises Python's builtin ``ConnectionRefusedError("authorization failed")``,
+  whose text python-socketio does not forward (checked live on 2.12).
+
+So the codec waits for ``resume_thread``/``resume_thread_error`` before
+``Ready`` only when it can expect one. Cases that never answer, where only the
+session's connect timeout ends the wait:
+
+* an app without ``on_chat_resume``;
+* Chainlit 1.x and 2.0 with a missing thread;
+* a reconnect that *restores* a session the server still holds (same
+  ``sessionId``, no ``clear_session`` before): 2.0-2.8 never resume a restored
+  session; 2.9+ (checked live on 2.12) resume it again, ignoring the new
+  ``threadId``, only if that session was *created* with a thread id and has
+  had an interaction (a resumed one has), and stay silent otherwise.
+
+Pass ``confirm_resume=False`` for those cases: ``Ready()`` then follows
+``connection_successful`` at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from supervisor.protocols.base import Action, Handshake, Identity, Inbound, Outbound, Ready
+from supervisor.protocols.socketio import SocketIOCodec, http_base_url
+from supervisor.spec import DEFAULT_THREAD_HEADER, SessionSpec, check_value
+
+DetectVersion = Callable[[str], str]
+"""Takes the server's HTTP base URL, returns ``"2"`` or ``"1"`` (it may do I/O)."""
+
+DEFAULT_PATH = "ws/socket.io"
+CONFIRM_RESUME = True
+"""Default: wait for ``resume_thread``/``resume_thread_error`` before ``Ready``."""
+
+RESUME_THREAD = "resume_thread"
+RESUME_THREAD_ERROR = "resume_thread_error"
+CONNECTION_SUCCESSFUL = "connection_successful"
+CLEAR_SESSION = "clear_session"
+
+HEADER_CLIENT_TYPE = "X-Chainlit-Client-Type"
+HEADER_SESSION_ID = "X-Chainlit-Session-Id"
+HEADER_THREAD_ID = DEFAULT_THREAD_HEADER
+HEADER_USER_ENV = "user-env"
+HEADER_CHAT_PROFILE = "X-Chainlit-Chat-Profile"
+_IDENTITY_HEADERS = frozenset({HEADER_CLIENT_TYPE, HEADER_SESSION_ID, HEADER_THREAD_ID,
+                               HEADER_USER_ENV, HEADER_CHAT_PROFILE})
+
+
+def encode_uri_component(text: str) -> str:
+    """JavaScript's ``encodeURIComponent`` (Chainlit ``unquote``s the chat profile)."""
+    return quote(text, safe="!~*'()")
+
+
+class ChainlitCodec(SocketIOCodec):
+    """Codec for protocol ``"chainlit"`` (Chainlit 2.x auth payload or 1.x headers).
+
+    ``detect_version`` is called at most once, from ``handshake()``, and only
+    when ``spec.chainlit_version`` is ``"auto"``. ``spec.auth`` is not used:
+    Chainlit's auth payload is built from the identity.
+
+    When ``Ready`` waits for a resume answer, the answer is delivered first as
+    an ``Inbound`` event, then ``Ready(thread_found=..., thread_data=...)``.
+    """
+
+    default_path = DEFAULT_PATH
+
+    def __init__(self, spec: SessionSpec, identity: Identity,
+                 detect_version: DetectVersion | None = None, *,
+                 confirm_resume: bool = CONFIRM_RESUME) -> None:
+        super().__init__(spec, identity)
+        if identity.protocol_session_id is None:
+            msg = "Chainlit needs a session id: Identity(protocol_session_id=...)"
+            raise ValueError(msg)
+        check_value(identity.protocol_session_id, "Chainlit session id")
+        if identity.thread_id is not None:
+            check_value(identity.thread_id, "thread id")
+        if spec.chainlit_version == "auto" and detect_version is None:
+            msg = "chainlit_version='auto' needs a detect_version callable"
+            raise ValueError(msg)
+        self._detect_version = detect_version
+        self._version: str | None = (None if spec.chainlit_version == "auto"
+                                     else spec.chainlit_version)
+        self._confirm_resume = confirm_resume
+        self._awaiting_resume = False
+
+    @property
+    def version(self) -> str:
+        """``"2"`` or ``"1"``; known once ``handshake()`` ran (at once unless ``"auto"``)."""
+        if self._version is None:
+            msg = "Chainlit version is detected in handshake(), which has not run"
+            raise RuntimeError(msg)
+        return self._version
+
+    def handshake(self) -> Handshake:
+        if self._version is None:
+            assert self._detect_version is not None  # checked in __init__
+            path = self._spec.socketio_path or self.default_path
+            detected = self._detect_version(http_base_url(self._spec.url, path))
+            if detected not in ("1", "2"):
+                msg = f"Chainlit version detection returned {detected!r}, not '1' or '2'"
+                raise ValueError(msg)
+            self._version = detected
+        return super().handshake()
+
+    def _handshake_headers(self) -> list[tuple[str, str]]:
+        reserved = {self._spec.thread_header, HEADER_THREAD_ID}
+        if self.version == "2":
+            return self._user_headers(reserved)
+        headers = self._user_headers(reserved | _IDENTITY_HEADERS)
+        session_id = self._identity.protocol_session_id
+        assert session_id is not None  # checked in __init__
+        headers += [(HEADER_CLIENT_TYPE, self._spec.client_type),
+                    (HEADER_SESSION_ID, session_id)]
+        if self._identity.thread_id is not None:
+            headers.append((HEADER_THREAD_ID, self._identity.thread_id))
+        headers.append((HEADER_USER_ENV, self._user_env()))
+        if self._spec.chat_profile:
+            headers.append((HEADER_CHAT_PROFILE, encode_uri_component(self._spec.chat_profile)))
+        return headers
+
+    def _user_env(self) -> str:
+        return json.dumps(dict(self._spec.user_env), separators=(",", ":"))
+
+    def _connect_auth(self) -> Any:
+        if self.version == "1":
+            return None
+        profile = self._spec.chat_profile
+        return {
+            "clientType": self._spec.client_type,
+            "sessionId": self._identity.protocol_session_id,
+            "threadId": self._identity.thread_id or "",
+            "userEnv": self._user_env(),
+            "chatProfile": encode_uri_component(profile) if profile else "",
+        }
+
+    def _on_connected(self) -> list[Action]:
+        actions: list[Action] = [Outbound(self.encode_event(CONNECTION_SUCCESSFUL))]
+        if self._identity.thread_id is None or not self._confirm_resume:
+            actions.append(Ready())
+        else:
+            self._awaiting_resume = True
+        return actions
+
+    def _on_event(self, name: str, data: Any, ack_id: int | None) -> list[Action]:
+        actions: list[Action] = [Inbound(name, data, ack_id)]
+        if self._awaiting_resume and name in (RESUME_THREAD, RESUME_THREAD_ERROR):
+            self._awaiting_resume = False
+            actions.append(Ready(thread_found=name == RESUME_THREAD, thread_data=data))
+        return actions
+
+    def closing(self) -> list[str | bytes]:
+        return [self.encode_event(CLEAR_SESSION), *super().closing()]

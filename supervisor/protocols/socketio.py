@@ -1,0 +1,405 @@
+"""Socket.IO v5 over Engine.IO v4, websocket transport only, text packets (pure).
+
+Wire format, one Engine.IO packet per WebSocket frame::
+
+    0{"sid":..,"pingInterval":..,"pingTimeout":..}   Engine.IO open (server first)
+    1                                                 Engine.IO close
+    2 / 3                                             ping (server) / pong (client)
+    4<socket.io packet>                               message
+    6                                                 noop
+
+and a Socket.IO packet is ``<type>[/namespace,][ack id][JSON]`` with types
+``0`` CONNECT, ``1`` DISCONNECT, ``2`` EVENT, ``3`` ACK, ``4`` CONNECT_ERROR,
+``5``/``6`` binary EVENT/ACK (not supported: they need attachment frames).
+
+The packet grammar is written here rather than borrowed from python-socketio's
+``socketio.packet.Packet``, which implements the same grammar but (1) can only
+be imported through the ``socketio`` package, which pulls in its clients,
+servers and python-engineio (about 500 modules and 0.3 s on import, and a new
+hard dependency of the core package); (2) decodes an empty payload as an EVENT
+with no data and accepts packet types 7-9; (3) silently turns an event whose
+data holds ``bytes`` into a binary packet list. The tests check this codec
+against python-socketio's ``Packet`` in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from supervisor.protocols.base import (
+    Acked,
+    Action,
+    Disconnected,
+    Handshake,
+    Identity,
+    Inbound,
+    Malformed,
+    Outbound,
+    Phase,
+    Ready,
+    Refused,
+)
+from supervisor.spec import SessionSpec
+
+# Engine.IO v4 packet types (the frame's first character).
+EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_UPGRADE, EIO_NOOP = "0123456"
+# Socket.IO v5 packet types (the first character after Engine.IO's ``4``).
+CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
+
+DEFAULT_PATH = "socket.io"
+ENGINEIO_QUERY = "EIO=4&transport=websocket"
+
+BINARY_UNSUPPORTED = "binary attachments are not supported"
+
+_DIGITS = frozenset("0123456789")
+_HTTP_TO_WS = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON as Socket.IO clients write it; NaN and infinities are refused."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def normalize_namespace(namespace: str) -> str:
+    """``"chat"`` and ``"/chat"`` name the same namespace; framing characters are refused."""
+    if not namespace:
+        return "/"
+    if any(char in namespace for char in ",?") or any(ord(char) < 32 for char in namespace):
+        msg = f"invalid Socket.IO namespace: {namespace!r}"
+        raise ValueError(msg)
+    return namespace if namespace.startswith("/") else "/" + namespace
+
+
+def namespace_part(namespace: str) -> str:
+    """The namespace field of a packet: empty for the default namespace ``/``."""
+    return "" if namespace == "/" else namespace + ","
+
+
+def websocket_url(base_url: str, socketio_path: str) -> str:
+    """The Engine.IO WebSocket URL for a server named by its http(s) or ws(s) base URL.
+
+    ``http://host:8000/prefix`` with path ``ws/socket.io`` gives
+    ``ws://host:8000/prefix/ws/socket.io/?EIO=4&transport=websocket``. A URL that
+    already ends with the Engine.IO path is not extended twice; a query the URL
+    carries is kept ahead of the Engine.IO parameters.
+    """
+    parts = urlsplit(base_url)
+    scheme = _HTTP_TO_WS.get(parts.scheme.lower())
+    if scheme is None:
+        msg = f"Socket.IO url must be http(s):// or ws(s)://, got {base_url!r}"
+        raise ValueError(msg)
+    endpoint = socketio_path.strip("/")
+    prefix = parts.path.rstrip("/")
+    if endpoint and not (prefix == "/" + endpoint or prefix.endswith("/" + endpoint)):
+        prefix = f"{prefix}/{endpoint}"
+    query = f"{parts.query}&{ENGINEIO_QUERY}" if parts.query else ENGINEIO_QUERY
+    return urlunsplit((scheme, parts.netloc, prefix + "/", query, ""))
+
+
+def http_base_url(base_url: str, socketio_path: str | None = None) -> str:
+    """The server's HTTP base: scheme mapped back from ws(s), query and fragment dropped.
+
+    A URL that names the Engine.IO endpoint itself (ends with ``socketio_path``)
+    gives the base in front of it, as ``websocket_url`` accepts such URLs too.
+    """
+    parts = urlsplit(base_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    path = parts.path.rstrip("/")
+    endpoint = (socketio_path or "").strip("/")
+    if endpoint and (path == "/" + endpoint or path.endswith("/" + endpoint)):
+        path = path[:-len(endpoint) - 1]
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def unpack_args(args: list[Any]) -> Any:
+    """Event or ack arguments as one value: None for none, the value for one, else the list."""
+    if not args:
+        return None
+    if len(args) == 1:
+        return args[0]
+    return list(args)
+
+
+def pack_args(data: Any) -> list[Any]:
+    """Ack arguments for ``data``: none for None, several for a tuple, else one."""
+    if data is None:
+        return []
+    if isinstance(data, tuple):
+        return list(data)
+    return [data]
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One decoded Socket.IO packet."""
+
+    type: int
+    namespace: str
+    ack_id: int | None
+    data: Any
+
+
+def encode_packet(packet_type: int, namespace: str, data: Any = None,
+                  ack_id: int | None = None) -> str:
+    """The Engine.IO message frame (``4...``) carrying one Socket.IO packet."""
+    frame = f"{EIO_MESSAGE}{packet_type}{namespace_part(namespace)}"
+    if ack_id is not None:
+        if isinstance(ack_id, bool) or not isinstance(ack_id, int) or ack_id < 0:
+            msg = f"ack id must be a non-negative int, got {ack_id!r}"
+            raise ValueError(msg)
+        frame += str(ack_id)
+    if data is not None:
+        frame += dumps(data)
+    return frame
+
+
+def decode_packet(payload: str) -> Packet:
+    """Parse a Socket.IO packet (the frame after Engine.IO's ``4``); ValueError if malformed."""
+    if not payload or payload[0] not in _DIGITS or int(payload[0]) > BINARY_ACK:
+        msg = f"unknown Socket.IO packet type in {payload[:20]!r}"
+        raise ValueError(msg)
+    packet_type = int(payload[0])
+    rest = payload[1:]
+    if packet_type in (BINARY_EVENT, BINARY_ACK):
+        raise ValueError(BINARY_UNSUPPORTED)
+    namespace = "/"
+    if rest.startswith("/"):
+        comma = rest.find(",")
+        namespace, rest = (rest, "") if comma < 0 else (rest[:comma], rest[comma + 1:])
+        namespace = namespace.split("?", 1)[0] or "/"
+    digits = 0
+    while digits < len(rest) and rest[digits] in _DIGITS:
+        digits += 1
+    if digits > 20:
+        msg = "ack id is too long"
+        raise ValueError(msg)
+    ack_id = int(rest[:digits]) if digits else None
+    body = rest[digits:]
+    try:
+        data = json.loads(body) if body else None
+    except RecursionError:
+        msg = "JSON nested too deeply"
+        raise ValueError(msg) from None
+    return Packet(packet_type, namespace, ack_id, data)
+
+
+class SocketIOCodec:
+    """Codec for protocol ``"socketio"``: one namespace of one Socket.IO connection.
+
+    States: waiting for the Engine.IO open, then for the namespace CONNECT
+    reply, then connected. Subclasses (Chainlit) adjust the handshake, the
+    connect ``auth`` payload and what happens once connected.
+    """
+
+    default_path = DEFAULT_PATH
+
+    def __init__(self, spec: SessionSpec, identity: Identity) -> None:
+        self._spec = spec
+        self._identity = identity
+        self._namespace = normalize_namespace(spec.namespace)
+        self._stage = "open"  # "open" -> "connect" -> "connected"
+        self.engineio_sid: str | None = None
+        """Engine.IO session id from the open packet."""
+        self.socketio_sid: str | None = None
+        """Socket.IO session id from the namespace CONNECT reply."""
+        self.ping_interval_s: float | None = None
+        """Seconds between server pings, from the open packet."""
+        self.ping_timeout_s: float | None = None
+        """Seconds the server waits for a pong, from the open packet."""
+        self.max_payload: int | None = None
+        """Largest frame the server accepts, from the open packet."""
+        self._engineio: dict[str, Callable[[str], list[Action]]] = {
+            EIO_OPEN: self._on_open, EIO_CLOSE: self._on_close, EIO_PING: self._on_ping,
+            EIO_PONG: self._ignore, EIO_MESSAGE: self._on_message, EIO_UPGRADE: self._ignore,
+            EIO_NOOP: self._ignore,
+        }
+        self._socketio: dict[int, Callable[[Packet], list[Action]]] = {
+            CONNECT: self._on_connect_reply, DISCONNECT: self._on_disconnect,
+            EVENT: self._on_event_packet, ACK: self._on_ack,
+            CONNECT_ERROR: self._on_connect_error,
+        }
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    # --- handshake -------------------------------------------------------------------
+
+    def handshake(self) -> Handshake:
+        path = self._spec.socketio_path or self.default_path
+        return Handshake(url=websocket_url(self._spec.url, path),
+                         headers=tuple(self._handshake_headers()),
+                         cookies=tuple(self._spec.cookies.items()))
+
+    def _handshake_headers(self) -> list[tuple[str, str]]:
+        """spec.headers without any stale thread header, plus the identity's thread header."""
+        headers = self._user_headers({self._spec.thread_header})
+        if self._identity.thread_id is not None:
+            headers.append((self._spec.thread_header, self._identity.thread_id))
+        return headers
+
+    def _user_headers(self, reserved: set[str]) -> list[tuple[str, str]]:
+        """spec.headers minus the names the identity owns (compared case-insensitively)."""
+        lowered = {name.lower() for name in reserved}
+        return [(name, value) for name, value in self._spec.headers.items()
+                if name.lower() not in lowered]
+
+    def _connect_auth(self) -> Any:
+        """The namespace CONNECT ``auth`` payload, or None for none."""
+        return dict(self._spec.auth) if self._spec.auth is not None else None
+
+    # --- inbound ----------------------------------------------------------------------
+
+    def opened(self) -> list[Action]:
+        return []  # the server speaks first (Engine.IO open)
+
+    def received(self, frame: str | bytes) -> list[Action]:
+        if not isinstance(frame, str):
+            return [Malformed(BINARY_UNSUPPORTED)]
+        if not frame:
+            return [Malformed("empty frame")]
+        handler = self._engineio.get(frame[0])
+        if handler is None:
+            return [Malformed(f"unknown Engine.IO packet type {frame[0]!r}")]
+        return handler(frame[1:])
+
+    def _on_message(self, payload: str) -> list[Action]:
+        if payload[:1] in (str(BINARY_EVENT), str(BINARY_ACK)):
+            return [Malformed(BINARY_UNSUPPORTED)]
+        try:
+            packet = decode_packet(payload)
+        except ValueError as exc:
+            return [Malformed(f"bad Socket.IO packet: {exc}")]
+        if packet.namespace != self._namespace:
+            return []  # another namespace multiplexed on this connection: not ours
+        return self._socketio[packet.type](packet)
+
+    def _on_open(self, payload: str) -> list[Action]:
+        if self._stage != "open":
+            return [Malformed("unexpected second Engine.IO open packet")]
+        try:
+            info = json.loads(payload)
+        except (ValueError, RecursionError):
+            return [Malformed("Engine.IO open packet is not JSON")]
+        if not isinstance(info, dict):
+            return [Malformed("Engine.IO open packet is not a JSON object")]
+        sid, interval, timeout = info.get("sid"), info.get("pingInterval"), info.get("pingTimeout")
+        self.engineio_sid = sid if isinstance(sid, str) else None
+        if isinstance(interval, int | float) and not isinstance(interval, bool):
+            self.ping_interval_s = interval / 1000
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            self.ping_timeout_s = timeout / 1000
+        max_payload = info.get("maxPayload")
+        if isinstance(max_payload, int) and not isinstance(max_payload, bool):
+            self.max_payload = max_payload
+        try:
+            connect = encode_packet(CONNECT, self._namespace, self._connect_auth())
+        except (TypeError, ValueError) as exc:  # a spec error, but received() must not raise
+            return [Refused(f"cannot encode the Socket.IO auth payload: {exc}")]
+        self._stage = "connect"
+        return [Phase("open"), Outbound(connect)]
+
+    @staticmethod
+    def _on_ping(payload: str) -> list[Action]:
+        return [Outbound(EIO_PONG + payload)]  # normally answered by autoreply() first
+
+    @staticmethod
+    def _on_close(payload: str) -> list[Action]:
+        return [Disconnected("server closed the Engine.IO session")]
+
+    @staticmethod
+    def _ignore(payload: str) -> list[Action]:
+        return []
+
+    def _on_event_packet(self, packet: Packet) -> list[Action]:
+        args = packet.data
+        if not isinstance(args, list) or not args or not isinstance(args[0], str):
+            return [Malformed("EVENT data must be a JSON array starting with a name")]
+        return self._on_event(args[0], unpack_args(args[1:]), packet.ack_id)
+
+    @staticmethod
+    def _on_ack(packet: Packet) -> list[Action]:
+        if packet.ack_id is None:
+            return [Malformed("ACK without an ack id")]
+        args = [] if packet.data is None else packet.data
+        if not isinstance(args, list):
+            return [Malformed("ACK data must be a JSON array")]
+        return [Acked(packet.ack_id, unpack_args(args))]
+
+    def _on_connect_reply(self, packet: Packet) -> list[Action]:
+        if self._stage != "connect":
+            return [Malformed("unexpected namespace CONNECT reply")]
+        sid = packet.data.get("sid") if isinstance(packet.data, dict) else None
+        self.socketio_sid = sid if isinstance(sid, str) else None
+        self._stage = "connected"
+        return [Phase("namespace"), *self._on_connected()]
+
+    @staticmethod
+    def _on_connect_error(packet: Packet) -> list[Action]:
+        return [Refused(_refusal_message(packet.data))]
+
+    @staticmethod
+    def _on_disconnect(packet: Packet) -> list[Action]:
+        reason = "server disconnected the namespace"
+        if packet.data is not None:  # python-socketio's always_connect refusals carry one
+            reason += f": {_refusal_message(packet.data)}"
+        return [Disconnected(reason)]
+
+    def _on_connected(self) -> list[Action]:
+        """Actions once the server accepted the namespace."""
+        return [Ready()]
+
+    def _on_event(self, name: str, data: Any, ack_id: int | None) -> list[Action]:
+        """Actions for one event of our namespace."""
+        return [Inbound(name, data, ack_id)]
+
+    # --- outbound ---------------------------------------------------------------------
+
+    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> str | bytes:
+        if not isinstance(event, str):
+            msg = "Socket.IO sends are events: use emit(event, data), not send()"
+            raise TypeError(msg)
+        return self.encode_event(event, data, ack_id)
+
+    def encode_event(self, event: str, data: Any = None, ack_id: int | None = None) -> str:
+        """The EVENT frame for ``event``: no argument when ``data`` is None, else one."""
+        args: list[Any] = [event] if data is None else [event, data]
+        try:
+            return encode_packet(EVENT, self._namespace, args, ack_id)
+        except TypeError as exc:
+            msg = f"event data must be JSON-serializable (no binary attachments): {exc}"
+            raise TypeError(msg) from exc
+
+    def encode_ack(self, ack_id: int, data: Any) -> str | bytes:
+        try:
+            return encode_packet(ACK, self._namespace, pack_args(data), ack_id)
+        except TypeError as exc:
+            msg = f"ack data must be JSON-serializable (no binary attachments): {exc}"
+            raise TypeError(msg) from exc
+
+    def autoreply(self, frame: str | bytes) -> str | bytes | None:
+        return autoreply(frame)
+
+    def closing(self) -> list[str | bytes]:
+        return [encode_packet(DISCONNECT, self._namespace)]
+
+
+def autoreply(frame: str | bytes) -> str | None:
+    """Engine.IO pong for a ping (``2`` -> ``3``, payload echoed), else None. Pure."""
+    if isinstance(frame, str) and frame[:1] == EIO_PING:
+        return EIO_PONG + frame[1:]
+    return None
+
+
+def _refusal_message(data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    if isinstance(data, str):
+        return data
+    if data is None:
+        return "connection refused"
+    return json.dumps(data)  # not dumps(): a peer's NaN must not make this raise
