@@ -18,6 +18,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -33,6 +34,7 @@ from supervisor._timer import Scheduler
 from supervisor._transport import Connection, Ended, Opened, OpenFailed, Received, Report
 from supervisor.errors import (
     ConnectionLost,
+    HandshakeError,
     ProtocolRefused,
     SessionClosed,
     SessionCrashed,
@@ -65,6 +67,13 @@ from supervisor.protocols.base import (
 )
 
 _log = get_logger("supervisor.session")
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDeadline:
+    """Internal: the connect timeout of ``generation`` is over."""
+
+    generation: int
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -151,6 +160,8 @@ class SessionActor(pykka.ThreadingActor):
                 self._on_ended(generation, error, clean=clean)
             case Close():
                 self._on_close(message)
+            case HandshakeDeadline(generation):
+                self._on_handshake_deadline(generation)
             case sup.RestartIn(loss, delay):
                 self._on_restart_in(loss, delay)
             case sup.Reconnect(loss):
@@ -249,6 +260,12 @@ class SessionActor(pykka.ThreadingActor):
                         headers=dict(self._spec.headers), cookies=dict(self._spec.cookies))
         self._publish()
         conn.start()
+        # The upgrade has websocket-client's timeout; this one covers the whole
+        # handshake (Engine.IO open, namespace connect, thread confirmation),
+        # since a server that dislikes the identity style may never answer.
+        ref, generation = self.actor_ref, record.generation
+        self._scheduler.call_later(self._spec.connect_timeout,
+                                   lambda: _tell_if_alive(ref, HandshakeDeadline(generation)))
 
     def _report(self, report: Report) -> None:
         """Transport callback (reader thread): hand the report to the mailbox."""
@@ -299,6 +316,17 @@ class SessionActor(pykka.ThreadingActor):
             self._connect()
             return
         self._lose(error, clean=clean)
+
+    def _on_handshake_deadline(self, generation: int) -> None:
+        if generation != self._record.generation or not self._in_flight:
+            return  # that handshake finished in time
+        self._in_flight = False
+        if self._reconnect_wanted:
+            self._connect()
+            return
+        timeout = self._spec.connect_timeout
+        self._lose(HandshakeError(f"handshake not completed within {timeout:g}s "
+                                  "(is the protocol right for this server?)"), clean=False)
 
     def _lose(self, error: Exception | None, *, clean: bool) -> None:
         """The live connection is gone: ask the supervisor whether and when to restart."""

@@ -356,6 +356,15 @@ class TestNoStorms:
         assert outcomes == [503, 503, 101]
         assert session.state().restarts == 2
 
+    def test_a_server_that_never_answers_the_protocol_handshake_times_out(
+            self, ws_server: RecordingServer) -> None:
+        """A Socket.IO session to a plain WebSocket server fails within connect_timeout."""
+        with Supervisor.start(fast_policy(max_restarts=0)) as sup:
+            session = sup.open(SessionSpec(url=ws_server.url, protocol="socketio",
+                                           connect_timeout=0.5))
+            with pytest.raises(SessionFailed, match="not completed within 0.5s"):
+                session.resume(None).get(timeout=10)
+
     def test_admission_limits_handshakes_in_flight(self, ws_server: RecordingServer) -> None:
         """With max 2 handshakes in flight, 5 sessions never have a third at the server."""
         ws_server.hold_handshakes()
