@@ -362,7 +362,7 @@ class TestNoStorms:
         with Supervisor.start(fast_policy(max_restarts=0)) as sup:
             session = sup.open(SessionSpec(url=ws_server.url, protocol="socketio",
                                            connect_timeout=0.5))
-            with pytest.raises(SessionFailed, match="not completed within 0.5s"):
+            with pytest.raises(SessionFailed, match=r"not completed within 0\.5s"):
                 session.resume(None).get(timeout=10)
 
     def test_admission_limits_handshakes_in_flight(self, ws_server: RecordingServer) -> None:
