@@ -93,13 +93,18 @@ class ChatClient:
             start = len(self.events)
         self.send(text)
 
+        def is_reply(event: str, data: Any) -> bool:
+            # The on_message run step is a new_message too; the reply is the assistant's.
+            return event == "new_message" and data.get("type") == "assistant_message"
+
         def turn_ended(client: ChatClient) -> bool:
-            names = [event for event, _ in client.events[start:]]
-            return "new_message" in names and "task_end" in names[names.index("new_message"):]
+            seen = client.events[start:]
+            replies = [i for i, (event, data) in enumerate(seen) if is_reply(event, data)]
+            return bool(replies) and "task_end" in [event for event, _ in seen[replies[0]:]]
 
         self.wait_for(turn_ended, f"the reply to {text!r}")
         with self._cond:
-            return next(data for event, data in self.events[start:] if event == "new_message")
+            return next(data for event, data in self.events[start:] if is_reply(event, data))
 
     def close(self) -> None:
         self.sio.disconnect()
@@ -242,7 +247,7 @@ def test_chat_turn_streams_in_chainlit_order(harness: Harness) -> None:
     start = names.index("stream_start")
     tail = names[start:]
     assert tail[:4] == ["stream_start", "stream_token", "stream_token", "stream_token"]
-    assert tail[4:] == ["new_message", "task_end"]
+    assert tail[4:] == ["new_message", "update_message", "task_end"]  # reply, run step end
     assert "task_start" in names[:start]
     stream_start = client.named("stream_start")[0]
     tokens = [stream_start["output"]] + [t["token"] for t in client.named("stream_token")]

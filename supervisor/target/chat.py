@@ -63,6 +63,8 @@ class ChainlitChat:
         sio.on("client_message", self._on_client_message)
         sio.on("clear_session", self._on_clear_session)
         sio.on("disconnect", self._on_disconnect)
+        # Not Chainlit's: lets clients test acknowledgements they ask for.
+        sio.on("echo_ack", self._on_echo_ack)
 
     # ------------------------------------------------------------ connect
 
@@ -162,6 +164,11 @@ class ChainlitChat:
             logger.debug("target_message_without_session", sid=sid)
             return
         await self._turns.run(session, payload)
+
+    async def _on_echo_ack(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Acknowledge with the payload and the thread of the sender's session."""
+        session = self.sessions.by_sid(sid)
+        return {"data": data, "thread": None if session is None else session.thread_id}
 
     async def _on_clear_session(self, sid: str, *_args: Any) -> None:
         session = self.sessions.by_sid(sid)

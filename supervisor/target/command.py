@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--handshake-delay", type=float, default=0.0,
                         help="seconds before each connect is decided")
     parser.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
+    parser.add_argument("--ping-interval", type=int, default=25,
+                        help="Engine.IO ping interval, whole seconds (default: %(default)s)")
+    parser.add_argument("--ping-timeout", type=float, default=20.0,
+                        help="seconds a client has to answer a ping (default: %(default)s)")
     parser.add_argument("--log-level", default="info",
                         choices=("critical", "error", "warning", "info", "debug"),
                         help="uvicorn's log level (default: %(default)s)")
@@ -59,7 +63,8 @@ def options_from_args(args: argparse.Namespace) -> TargetOptions:
         reply_tokens=args.reply_tokens, handshake_log=args.handshake_log,
         drop_probability=args.drop_probability, drop_when=args.drop_when,
         refuse_probability=args.refuse_probability, handshake_delay=args.handshake_delay,
-        seed=args.seed, **extra)
+        seed=args.seed, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+        **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

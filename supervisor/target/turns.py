@@ -120,18 +120,25 @@ class TurnRunner:
             if self._options.drop_when == "on_message" and self._faults.should_drop():
                 await self.cut(session)
                 return
+            # As Chainlit does (cot "full"): the turn runs inside an ``on_message``
+            # run step whose parent is the user's message, so a client can tell
+            # which reply answers which message.
+            run_step = assistant_step(session.thread_id, "", name="on_message", type="run",
+                                      parentId=step["id"], end=None)
+            await self.emit(session, "new_message", run_step)
             text = step["output"]
             if text.startswith(ASK_PREFIX):
-                text = await self._ask(session, text[len(ASK_PREFIX):].strip())
-            await self._stream(session, text)
+                text = await self._ask(session, text[len(ASK_PREFIX):].strip(), run_step["id"])
+            await self._stream(session, text, run_step["id"])
+            await self.emit(session, "update_message", dict(run_step, end=utc_now()))
             await self.emit(session, "task_end", {})
         if self._options.drop_when == "after_reply" and self._faults.should_drop():
             await self.cut(session)
 
-    async def _stream(self, session: ChatSession, text: str) -> None:
+    async def _stream(self, session: ChatSession, text: str, parent_id: str) -> None:
         tokens = reply_tokens(text, self._options.reply_tokens)
         delay = self._options.token_delay
-        reply = assistant_step(session.thread_id, tokens[0], streaming=True)
+        reply = assistant_step(session.thread_id, tokens[0], streaming=True, parentId=parent_id)
         if delay:
             await asyncio.sleep(delay)
         await self.emit(session, "stream_start", reply)
@@ -144,9 +151,10 @@ class TurnRunner:
         self.store(session, final)
         await self.emit(session, "new_message", final)
 
-    async def _ask(self, session: ChatSession, prompt: str) -> str:
+    async def _ask(self, session: ChatSession, prompt: str, parent_id: str) -> str:
         """Ask the client (``ask`` with an ack) and return the text to echo back."""
-        question = assistant_step(session.thread_id, prompt or "Your answer?", waitForAnswer=True)
+        question = assistant_step(session.thread_id, prompt or "Your answer?", waitForAnswer=True,
+                                  parentId=parent_id)
         self.store(session, question)
         spec = {"type": "text", "step_id": question["id"], "timeout": self._options.ask_timeout}
         try:
