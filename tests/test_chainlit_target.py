@@ -6,6 +6,7 @@ the target's handshake log. Marked ``concurrency``: it runs under gevent too.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,12 +17,12 @@ from support import EventLog, fast_policy, wait_until
 from target_process import TargetProcess
 
 from supervisor import (
+    ConnectionLost,
     Event,
     Lifecycle,
     LifecycleKind,
     OutboxFull,
     ProtocolRefused,
-    SessionFailed,
     SessionSpec,
     SessionStatus,
     Supervisor,
@@ -136,12 +137,9 @@ class TestChainlitConcurrency:
                 pending.append(session.chat("one two three four five"))
                 pending.append(session.resume(thread()))
         for future in pending:
-            try:
+            # A turn cut by its Resume fails with ConnectionLost; anything else propagates.
+            with contextlib.suppress(ConnectionLost):
                 future.get(timeout=TIMEOUT)
-            except SessionFailed:
-                raise
-            except Exception as exc:  # a turn cut by its Resume fails, typed
-                assert type(exc).__name__ == "ConnectionLost", exc
         stepped = [e for e in log.events
                    if isinstance(e.data, dict) and isinstance(e.data.get("threadId"), str)]
         assert stepped
