@@ -25,6 +25,7 @@ import pykka
 
 from supervisor import _supervision as sup
 from supervisor._admission import Admission
+from supervisor._callbacks import UserCallbacks
 from supervisor._futures import is_settled, reject, resolve
 from supervisor._http import detect_chainlit_version
 from supervisor._logging import get_logger
@@ -45,7 +46,6 @@ from supervisor.messages import (
     Chat,
     Close,
     Event,
-    Lifecycle,
     LifecycleKind,
     Resume,
     ResumeResult,
@@ -88,6 +88,7 @@ class SessionActor(pykka.ThreadingActor):
         self._admission = admission
         self._scheduler = scheduler
         self._log = _log.bind(session_id=self._spec.session_id, thread_id=record.thread_id)
+        self._callbacks = UserCallbacks(self._spec)
 
         self._status = SessionStatus.CONNECTING
         self._protocol_session_id = str(uuid.uuid4())
@@ -375,7 +376,8 @@ class SessionActor(pykka.ThreadingActor):
         for action in actions:
             match action:
                 case Inbound(name, data, ack_id):
-                    event = self._deliver(name, data)
+                    event = self._callbacks.event(self._log, self._conn_thread,
+                                                  self._record.generation, name, data)
                     self._outbox.observe(name, data)
                     if ack_id is not None:
                         self._answer(event, ack_id)
@@ -408,42 +410,13 @@ class SessionActor(pykka.ThreadingActor):
                 case Malformed(reason):
                     self._log.warning("malformed_frame", reason=reason)
 
-    def _deliver(self, name: str, data: Any) -> Event:
-        event = Event(self._spec.session_id, self._conn_thread, self._record.generation,
-                      name, data, time.monotonic())
-        callback = self._spec.on_event
-        if callback is not None:
-            try:
-                callback(event)
-            except Exception:  # noqa: BLE001 - any user bug
-                # A bug in the user's callback must not cost the session its socket.
-                self._log.exception("on_event_failed", event_name=name)
-        return event
-
-    def _notify(self, kind: LifecycleKind, *, reason: str | None = None,
-                error: str | None = None, timings: dict[str, float] | None = None) -> None:
-        callback = self._spec.on_lifecycle
-        if callback is None:
-            return
-        record = self._record
-        try:
-            callback(Lifecycle(self._spec.session_id, kind, record.thread_id, record.generation,
-                               time.monotonic(), reason, error, dict(timings or {})))
-        except Exception:  # noqa: BLE001 - any user bug
-            self._log.exception("on_lifecycle_failed", kind=kind.value)
+    def _notify(self, kind: LifecycleKind, **details: Any) -> None:
+        self._callbacks.lifecycle(self._log, kind, self._record.thread_id,
+                                  self._record.generation, **details)
 
     def _answer(self, event: Event, ack_id: int) -> None:
         """Acknowledge a server event that asked for it, with the user's answer."""
-        handler = self._spec.on_ask
-        answer = None
-        if handler is None:
-            self._log.warning("unanswered_ack_request", event_name=event.name,
-                              hint="set SessionSpec(on_ask=...) to answer")
-        else:
-            try:
-                answer = handler(event)
-            except Exception:  # noqa: BLE001 - any user bug
-                self._log.exception("on_ask_failed", event_name=event.name)
+        answer = self._callbacks.answer(self._log, event)
         assert self._codec is not None
         assert self._conn is not None
         try:
