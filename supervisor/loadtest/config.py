@@ -1,0 +1,333 @@
+"""Load-test settings: one table of options, four layers, validated once.
+
+Precedence, lowest first: built-in defaults < config file (``--config PATH``,
+TOML, table ``[loadtest]``, keys spelled as the long options with dashes or
+underscores) < environment variables ``SUPERVISOR_<OPTION>`` < command-line flags.
+Every layer goes through the same converters, so an error names where the bad
+value came from and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from supervisor.loadtest.values import (
+    ConfigError,
+    Login,
+    at_least,
+    check_target_url,
+    choice,
+    fraction,
+    integer,
+    parse_bool,
+    parse_login,
+    report_path,
+    text,
+)
+
+ENV_PREFIX = "SUPERVISOR_"
+PROTOCOLS = ("chainlit", "socketio", "websocket")
+RUNTIMES = ("threads", "gevent")
+
+Converter = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One load-test option, the same in every layer."""
+
+    name: str
+    """The long option without dashes, e.g. ``spawn-rate``."""
+    default: Any
+    convert: Converter
+    help: str
+    metavar: str | None = None
+    group: str = "load"
+    flag: bool = False
+    """A boolean: ``--name`` / ``--no-name`` on the command line."""
+    repeat: bool = False
+    """May be given several times (a list)."""
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+def _target(value: Any, source: str) -> str | None:
+    return None if value is None else check_target_url(text(value, source), source)
+
+
+def _optional_text(value: Any, source: str) -> str | None:
+    return None if value is None else text(value, source)
+
+
+def _optional_int(value: Any, source: str) -> int | None:
+    return None if value is None else integer(value, source)
+
+
+def _optional_fraction(value: Any, source: str) -> float | None:
+    return None if value is None else fraction(value, source)
+
+
+def _optional_login(value: Any, source: str) -> Login | None:
+    return None if value is None else parse_login(text(value, source), source)
+
+
+def _optional_path(value: Any, source: str) -> str | None:
+    return None if value is None else report_path(text(value, source), source)
+
+
+def _target_options(value: Any, source: str) -> tuple[str, ...]:
+    items: list[str] = []
+    raw = value.items() if isinstance(value, Mapping) else None
+    if raw is not None:  # a TOML table: {token_delay = 0.01}
+        return tuple(f"{key}={item}" for key, item in raw)
+    for item in value if isinstance(value, list | tuple) else [value]:
+        # From the environment several come comma-separated.
+        items.extend(part.strip() for part in str(item).split(",") if part.strip())
+    for item in items:
+        if not item.split("=", 1)[0].strip():
+            raise ConfigError(f"{source}: {item!r} names no option",
+                              "use NAME or NAME=VALUE, e.g. --target-option token_delay=0.01")
+    return tuple(items)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # --- target
+    Option("target", None, _target, "server to load: http(s)://HOST:PORT for chainlit and "
+           "socketio, ws(s)://HOST:PORT/PATH for websocket (default: start the embedded "
+           "target on a free loopback port)", "URL", "target"),
+    Option("protocol", "chainlit", choice(PROTOCOLS), "wire protocol: chainlit, socketio or "
+           "websocket (default: %(default)s)", "NAME", "target"),
+    Option("target-option", (), _target_options, "embedded target only: one of its options "
+           "(see 'supervisor target --help'), e.g. token_delay=0.01 or require_login; "
+           "repeatable", "NAME[=VALUE]", "target", repeat=True),
+    Option("login", None, _optional_login, "log each session in with POST /login; {n} "
+           "becomes the session's number (1..N) for distinct users, e.g. 'user{n}:pw{n}'",
+           "USER:PASSWORD", "target"),
+    Option("jwt-secret", None, _optional_text, "mint each session's access token with the "
+           "app's CHAINLIT_AUTH_SECRET instead of logging in (user: the USER of --login, "
+           "else loadtest-{n}); needs PyJWT", "SECRET", "target"),
+    Option("connect-timeout", 10.0, at_least(0.0, strict=True), "seconds a handshake may take "
+           "(default: %(default)s)", "S", "target"),
+    Option("confirm-resume", True, parse_bool, "chainlit: a resume waits for resume_thread / "
+           "resume_thread_error; turn off for apps without @cl.on_chat_resume (default: on)",
+           group="target", flag=True),
+    Option("emit-event", None, _optional_text, "socketio: the event each turn emits with "
+           "--message; 'client_message' sends a Chainlit message (default: message; "
+           "client_message against the embedded target)", "NAME", "target"),
+    Option("reply-event", None, _optional_text, "socketio: the inbound event that ends a turn "
+           "(default: any event; task_end after client_message)", "NAME", "target"),
+    # --- load shape
+    Option("sessions", 100, at_least(1, integer=True), "sessions to run (default: %(default)s)",
+           "N"),
+    Option("spawn-rate", 20.0, at_least(0.0, strict=True), "sessions started per second "
+           "(default: %(default)s)", "R"),
+    Option("duration", 20.0, at_least(0.0, strict=True), "seconds the test runs, from the "
+           "first session started (default: %(default)s)", "S"),
+    Option("threads-per-session", 2, at_least(1, integer=True), "threads each session cycles "
+           "through with Resume (default: %(default)s)", "K"),
+    Option("resume-every", 5.0, at_least(0.0), "seconds between a session's resumes; 0: never "
+           "(default: %(default)s)", "S"),
+    Option("turns", 0, at_least(0, integer=True), "chat turns per session; 0: as many as fit in "
+           "the duration (default: %(default)s)", "N"),
+    Option("think-time", 1.0, at_least(0.0), "seconds between a session's turns "
+           "(default: %(default)s)", "S"),
+    Option("message", "hello", text, "text of each chat message (default: %(default)s)",
+           "TEXT"),
+    Option("turn-timeout", 30.0, at_least(0.0, strict=True), "seconds a turn may take before it "
+           "counts as an error (default: %(default)s)", "S"),
+    # --- run
+    Option("runtime", "threads", choice(RUNTIMES), "threads, or gevent for many sessions "
+           "(default: %(default)s)", "NAME", "run"),
+    Option("seed", None, _optional_int, "seed for thread ids, jitter and the embedded "
+           "target's fault dice, for reproducible runs", "INT", "run"),
+    Option("interval", 1.0, at_least(0.0, strict=True), "seconds per interval of the "
+           "over-time series (default: %(default)s)", "S", "run"),
+    Option("stop-timeout", 10.0, at_least(0.0, strict=True), "seconds allowed for closing "
+           "the sessions at the end (default: %(default)s)", "S", "run"),
+    Option("quiet", False, parse_bool, "no live progress", group="run", flag=True),
+    # --- reports
+    Option("json", None, _optional_path, "write the JSON report here", "PATH", "report"),
+    Option("csv", None, _optional_path, "write one CSV row per interval here", "PATH", "report"),
+    Option("html", None, _optional_path, "write a self-contained HTML report here", "PATH",
+           "report"),
+    Option("fail-on-error-rate", None, _optional_fraction, "exit 1 when the error rate (failed "
+           "turns and sessions over attempted ones) is above this fraction, e.g. 0.01",
+           "X", "report"),
+)
+
+BY_DEST = {option.dest: option for option in OPTIONS}
+
+GROUPS = {"target": "target and authentication", "load": "load shape",
+          "run": "running", "report": "reports and exit status"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option to ``parser``; values stay raw strings (None: not given)."""
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="TOML file with a [loadtest] table of these options "
+                             f"(also {ENV_PREFIX}CONFIG)")
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for option in OPTIONS:
+        group = groups[option.group]
+        shown = (f"{option.default:g}" if isinstance(option.default, float)
+                 else str(option.default))
+        help_text = option.help.replace("%(default)s", shown)
+        flags = f"--{option.name}"
+        if option.flag:
+            group.add_argument(flags, dest=option.dest, default=None,
+                               action=argparse.BooleanOptionalAction, help=help_text)
+        elif option.repeat:
+            group.add_argument(flags, dest=option.dest, default=None, action="append",
+                               metavar=option.metavar, help=help_text)
+        else:
+            group.add_argument(flags, dest=option.dest, default=None, metavar=option.metavar,
+                               help=help_text)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadTestConfig:
+    """Every load-test setting, validated. Field names are the options' ``dest`` names."""
+
+    target: str | None
+    protocol: str
+    target_option: tuple[str, ...]
+    login: Login | None
+    jwt_secret: str | None
+    connect_timeout: float
+    confirm_resume: bool
+    emit_event: str | None
+    reply_event: str | None
+    sessions: int
+    spawn_rate: float
+    duration: float
+    threads_per_session: int
+    resume_every: float
+    turns: int
+    think_time: float
+    message: str
+    turn_timeout: float
+    runtime: str
+    seed: int | None
+    interval: float
+    stop_timeout: float
+    quiet: bool
+    json: str | None
+    csv: str | None
+    html: str | None
+    fail_on_error_rate: float | None
+    config: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when the load test starts its own target."""
+        return self.target is None
+
+    def settings(self) -> dict[str, Any]:
+        """Every option as the report records it (secrets redacted)."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "login" and value is not None:
+                value = value.redacted()
+            elif item.name == "jwt_secret" and value is not None:
+                value = "[redacted]"
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[item.name] = value
+        return out
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    """The ``[loadtest]`` table of a TOML file, keys normalized to ``dest`` names."""
+    try:
+        with Path(path).open("rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror or exc}",
+                          "check the path") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}",
+                          "fix the file's syntax") from exc
+    table = document.get("loadtest")
+    if not isinstance(table, dict):
+        raise ConfigError(f"--config: {path} has no [loadtest] table",
+                          "put the options under a [loadtest] header")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        dest = key.replace("-", "_")
+        if dest not in BY_DEST:
+            raise ConfigError(f"--config: unknown option {key!r} in [loadtest] of {path}",
+                              "see 'supervisor loadtest --help' for the names")
+        values[dest] = value
+    return values
+
+
+def _source(option: Option, layer: str, path: str | None) -> str:
+    return {"cli": f"--{option.name}", "env": option.env,
+            "file": f"{option.name} in {path}"}.get(layer, f"--{option.name}")
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> LoadTestConfig:
+    """Merge defaults, config file, environment and flags; validate; raise ConfigError."""
+    env = os.environ if environ is None else environ
+    config_path = args.config or env.get(f"{ENV_PREFIX}CONFIG") or None
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if config_path:
+        layers.append(("file", _read_file(config_path)))
+    layers.append(("env", {option.dest: env[option.env] for option in OPTIONS
+                           if env.get(option.env, "").strip()}))
+    layers.append(("cli", {option.dest: getattr(args, option.dest) for option in OPTIONS
+                           if getattr(args, option.dest, None) is not None}))
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value, source = option.default, f"--{option.name} default"
+        for layer, given in layers:
+            if option.dest in given:
+                value, source = given[option.dest], _source(option, layer, config_path)
+        values[option.dest] = option.convert(value, source)
+    return _cross_check(LoadTestConfig(config=config_path, **values))
+
+
+def _cross_check(config: LoadTestConfig) -> LoadTestConfig:
+    """Checks that involve more than one option, and defaults that depend on others."""
+    if config.protocol == "socketio":
+        # The embedded target speaks Chainlit's events; a generic server, its own.
+        emit = config.emit_event or ("client_message" if config.embedded else "message")
+        reply = config.reply_event or ("task_end" if emit == "client_message" else None)
+        config = dataclasses.replace(config, emit_event=emit, reply_event=reply)
+    if config.target_option and not config.embedded:
+        raise ConfigError("--target-option applies only to the embedded target",
+                          "drop --target to use the embedded target, or configure your server")
+    if config.jwt_secret is not None and importlib.util.find_spec("jwt") is None:
+        raise ConfigError("--jwt-secret needs PyJWT",
+                          "pip install 'session-supervisor[jwt]'")
+    if config.login is not None and config.login.password is None and config.jwt_secret is None:
+        raise ConfigError(f"--login {config.login.user!r} has no password",
+                          "give USER:PASSWORD, or --jwt-secret to mint tokens instead")
+    if config.html is not None and importlib.util.find_spec("supervisor.loadtest.html") is None:
+        raise ConfigError("--html: this installation has no HTML report module",
+                          "use --json or --csv, or upgrade session-supervisor")
+    if config.runtime == "gevent" and importlib.util.find_spec("gevent") is None:
+        raise ConfigError("--runtime gevent needs gevent",
+                          "pip install 'session-supervisor[gevent]'")
+    return config
+
+
+def parse(argv: Sequence[str], parser: argparse.ArgumentParser,
+          environ: Mapping[str, str] | None = None) -> LoadTestConfig:
+    """Parse ``argv`` with ``parser`` (built with :func:`add_arguments`) and resolve it."""
+    return resolve(parser.parse_args(list(argv)), environ)

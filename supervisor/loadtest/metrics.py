@@ -1,0 +1,292 @@
+"""Load-test metrics: HDR latency histograms, counters and per-interval series.
+
+Every latency is recorded in microseconds into an ``HdrHistogram(1, 3_600_000_000, 3)``
+(1 µs to one hour, three significant digits), so percentiles keep their precision
+however many samples a run takes, in bounded memory (about 190 KiB per histogram).
+
+Thread safety: one lock guards everything here. Recording happens in session
+actors (lifecycle callbacks) and in session drivers; each record is a few
+microseconds under the lock, far below what contention would show at the rates
+one process can drive. The lock is never held while percentiles are computed:
+:meth:`Metrics.roll` swaps the interval histograms out under the lock and reads
+them afterwards, so the progress display never slows a session down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+
+LATENCIES = ("connect", "connect_upgrade", "connect_open", "connect_namespace", "resume",
+             "resume_confirmed", "first_token", "token_gap", "turn")
+"""Every latency the report gives (``latency_ms`` keys)."""
+
+INTERVAL_LATENCIES = ("turn", "first_token", "connect", "resume")
+"""Latencies also tracked per interval (p50 and p99 over time)."""
+
+INTERVAL_COUNTS = ("handshakes", "resumes", "messages_sent", "replies", "turns", "errors")
+"""Counters reported per interval."""
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+
+MAX_REASONS = 20
+"""Distinct reconnect reasons kept; further ones are counted under ``"other"``."""
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty histogram of microseconds, 1 µs to one hour, 3 significant digits."""
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def to_micros(seconds: float) -> int:
+    """Seconds as whole microseconds within the histogram's range (clamped, not dropped)."""
+    return min(HIGHEST_US, max(LOWEST_US, round(seconds * 1_000_000)))
+
+
+def _ms(micros: float) -> float:
+    return round(micros / 1000.0, 3)
+
+
+def summarize(histogram: HdrHistogram) -> dict[str, Any]:
+    """``count``, ``p50``, ``p90``, ``p99``, ``p99.9``, ``max`` and ``mean`` in milliseconds.
+
+    A histogram without samples gives count 0 and None for every figure, so a
+    report never shows a latency of 0 for something that never happened.
+    """
+    count = histogram.get_total_count()
+    if not count:
+        return {"count": 0, **dict.fromkeys(PERCENTILES), "max": None, "mean": None}
+    values = histogram.get_percentile_to_value_dict(list(PERCENTILES.values()))
+    summary: dict[str, Any] = {"count": count}
+    summary.update({name: _ms(values[pct]) for name, pct in PERCENTILES.items()})
+    summary["max"] = _ms(histogram.get_max_value())
+    summary["mean"] = _ms(histogram.get_mean_value())
+    return summary
+
+
+def _p50_p99(histogram: HdrHistogram) -> dict[str, float | None]:
+    if not histogram.get_total_count():
+        return {"p50": None, "p99": None}
+    values = histogram.get_percentile_to_value_dict([50.0, 99.0])
+    return {"p50": _ms(values[50.0]), "p99": _ms(values[99.0])}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the progress display shows; a copy, safe to read in any thread."""
+
+    elapsed_s: float
+    requested: int
+    started: int
+    connected: int
+    failed: int
+    counts: Mapping[str, int]
+    errors: int
+    last_interval: Mapping[str, Any] | None
+    """The latest finished interval (rates and p50/p99), None before the first."""
+
+
+@dataclass(slots=True)
+class _SessionBook:
+    """Which sessions are connected now, which ever were, which failed."""
+
+    connected: set[str] = field(default_factory=set)
+    ever_connected: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    peak: int = 0
+    started: int = 0
+    first_connected_at: float | None = None
+    first_failure: str | None = None
+
+
+class Metrics:
+    """Counters, histograms and the interval series of one load test; thread-safe."""
+
+    def __init__(self, requested: int, interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.requested = requested
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.started_at = clock()
+        self._histograms = {name: new_histogram() for name in LATENCIES}
+        self._current = {name: new_histogram() for name in INTERVAL_LATENCIES}
+        self._spare = {name: new_histogram() for name in INTERVAL_LATENCIES}
+        self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._reasons: Counter[str] = Counter()
+        self._sessions = _SessionBook()
+        self._rolled_counts: Counter[str] = Counter()
+        self._rolled_at = self.started_at
+        self.intervals: list[dict[str, Any]] = []
+        self._last_interval: dict[str, Any] | None = None
+
+    def restart_clock(self) -> None:
+        """Start the run's clock now (after the target is up, before the first session)."""
+        with self._lock:
+            self.started_at = self._rolled_at = self._clock()
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started_at
+
+    # --- recording (any thread) -------------------------------------------------
+
+    def record(self, name: str, seconds: float) -> None:
+        """One latency sample of ``name`` (one of :data:`LATENCIES`), in seconds."""
+        micros = to_micros(seconds)
+        with self._lock:
+            self._histograms[name].record_value(micros)
+            current = self._current.get(name)
+            if current is not None:
+                current.record_value(micros)
+
+    def record_many(self, name: str, samples: Iterable[float]) -> None:
+        """Several samples of one latency under one lock acquisition (token gaps)."""
+        micros = [to_micros(seconds) for seconds in samples]
+        with self._lock:
+            histogram = self._histograms[name]
+            for value in micros:
+                histogram.record_value(value)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def error(self, kind: str) -> None:
+        """One error of ``kind`` (an exception type name or a short label)."""
+        with self._lock:
+            self._errors[kind] += 1
+            self._counts["errors"] += 1
+
+    def reconnect(self, reason: str) -> None:
+        """A connection was lost (it will be restarted, or the session fails)."""
+        key = reason[:80]
+        with self._lock:
+            if key not in self._reasons and len(self._reasons) >= MAX_REASONS:
+                key = "other"
+            self._reasons[key] += 1
+
+    # --- sessions ---------------------------------------------------------------
+
+    def session_started(self) -> None:
+        with self._lock:
+            self._sessions.started += 1
+
+    def session_connected(self, session_id: str) -> None:
+        with self._lock:
+            book = self._sessions
+            book.connected.add(session_id)
+            book.ever_connected.add(session_id)
+            book.peak = max(book.peak, len(book.connected))
+            if book.first_connected_at is None:
+                book.first_connected_at = self._clock() - self.started_at
+
+    def session_disconnected(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.connected.discard(session_id)
+
+    def session_failed(self, session_id: str, reason: str | None) -> None:
+        with self._lock:
+            book = self._sessions
+            book.connected.discard(session_id)
+            book.failed.add(session_id)
+            if book.first_failure is None and reason:
+                book.first_failure = reason
+
+    def note_failure_reason(self, reason: str) -> None:
+        """Remember the first reason a handshake failed (for 'nothing connected' messages)."""
+        with self._lock:
+            if self._sessions.first_failure is None:
+                self._sessions.first_failure = reason
+
+    # --- reading ----------------------------------------------------------------
+
+    @property
+    def first_connected_at(self) -> float | None:
+        return self._sessions.first_connected_at
+
+    @property
+    def first_failure(self) -> str | None:
+        return self._sessions.first_failure
+
+    def connected_now(self) -> int:
+        with self._lock:
+            return len(self._sessions.connected)
+
+    def session_figures(self) -> dict[str, int]:
+        """``started``, ``connected_peak``, ``connected`` (now), ``failed``, ``gave_up``.
+
+        ``failed`` counts the sessions the restart policy gave up on plus the
+        started sessions that never connected: read at the end of a run, it is
+        every session that did not work. ``gave_up`` counts only the former.
+        """
+        with self._lock:
+            book = self._sessions
+            never = book.started - len(book.ever_connected | book.failed)
+            return {"started": book.started, "connected_peak": book.peak,
+                    "connected": len(book.connected), "failed": len(book.failed) + never,
+                    "gave_up": len(book.failed)}
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def errors(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._errors)
+
+    def reasons(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._reasons)
+
+    def latencies(self) -> dict[str, dict[str, Any]]:
+        """The whole run's summary of every latency in :data:`LATENCIES`."""
+        with self._lock:
+            merged = {name: new_histogram() for name in LATENCIES}
+            for name, histogram in self._histograms.items():
+                merged[name].add(histogram)
+        return {name: summarize(histogram) for name, histogram in merged.items()}
+
+    def roll(self) -> dict[str, Any]:
+        """Close the current interval; return (and keep) its record."""
+        with self._lock:
+            now = self._clock()
+            finished, self._current = self._current, self._spare
+            counts = Counter(self._counts)
+            delta = {name: counts[name] - self._rolled_counts[name] for name in INTERVAL_COUNTS}
+            self._rolled_counts = counts
+            length = max(1e-9, now - self._rolled_at)
+            self._rolled_at = now
+            active = len(self._sessions.connected)
+        # Percentiles outside the lock: recording never waits on them.
+        record: dict[str, Any] = {"t": round(now - self.started_at, 3),
+                                  "length_s": round(length, 3), "active_sessions": active}
+        record.update(delta)
+        record["latency_ms"] = {name: _p50_p99(histogram) for name, histogram in finished.items()}
+        for histogram in finished.values():
+            histogram.reset()
+        with self._lock:
+            self._spare = finished
+            self.intervals.append(record)
+            self._last_interval = record
+        return record
+
+    def snapshot(self) -> Snapshot:
+        """The progress display's view; ``failed`` counts only the policy's give-ups here."""
+        with self._lock:
+            book = self._sessions
+            return Snapshot(
+                elapsed_s=self._clock() - self.started_at, requested=self.requested,
+                started=book.started, connected=len(book.connected), failed=len(book.failed),
+                counts=dict(self._counts), errors=self._counts["errors"],
+                last_interval=self._last_interval)

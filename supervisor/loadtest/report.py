@@ -1,0 +1,159 @@
+"""The load-test report: one dict (the JSON), and its CSV and HTML renderings.
+
+The dict's shape is a contract: the HTML report and users' scripts read these
+names (``docs/load-testing.md`` describes every field). Add keys freely; do not
+rename or remove any.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import platform
+import resource
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from supervisor.loadtest.config import LoadTestConfig
+from supervisor.loadtest.metrics import INTERVAL_COUNTS, INTERVAL_LATENCIES, Metrics
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What the runner knows beyond the metrics."""
+
+    target_url: str
+    started_at: str
+    """ISO-8601, UTC."""
+    duration_s: float
+    connected_end: int
+    stale_frames_dropped: int
+    interrupted: bool
+    target_rss_peak_mib: float | None
+    stopped_because: str
+    """``"duration"``, ``"interrupted"`` or ``"no_session_connected"``."""
+
+
+def error_rate(counts: Mapping[str, Any], sessions: Mapping[str, Any]) -> float:
+    """(failed turns + failed sessions) / (attempted turns + started sessions).
+
+    An attempted turn is one that completed or failed; turns cut short by the
+    end of the run (or Ctrl-C) are neither. A failed session is one the restart
+    policy gave up on, or one that never connected.
+    """
+    failed = counts.get("turns_failed", 0) + sessions.get("failed", 0)
+    attempted = (counts.get("turns", 0) + counts.get("turns_failed", 0)
+                 + sessions.get("started", 0))
+    return round(failed / attempted, 6) if attempted else 0.0
+
+
+def _resources(config: LoadTestConfig, target_rss: float | None) -> dict[str, Any]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    divisor = 1024 * 1024 if sys.platform == "darwin" else 1024
+    monkey = sys.modules.get("gevent.monkey")
+    return {"rss_peak_mib": round(usage.ru_maxrss / divisor, 1), "runtime": config.runtime,
+            "python": platform.python_version(), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "target_rss_peak_mib": target_rss,
+            "gevent_patched": monkey is not None and bool(monkey.is_module_patched("socket"))}
+
+
+def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> dict[str, Any]:
+    """The report dict (see the module docstring)."""
+    figures = metrics.session_figures()
+    counts = metrics.counts()
+    sessions = {"requested": config.sessions, "started": figures["started"],
+                "connected_peak": figures["connected_peak"],
+                "connected_end": facts.connected_end, "failed": figures["failed"]}
+    names = ("handshakes", "connects", "resumes", "threads_not_found", "messages_sent", "replies",
+             "turns", "turns_failed", "turns_cancelled", "tokens", "restarts")
+    report_counts: dict[str, Any] = {name: counts.get(name, 0) for name in names}
+    report_counts["reconnects_by_reason"] = metrics.reasons()
+    report_counts["stale_frames_dropped"] = facts.stale_frames_dropped
+    report_counts["errors"] = metrics.errors()
+    duration = max(facts.duration_s, 1e-9)
+    rates = {f"{rate}_per_s": round(counts.get(name, 0) / duration, 3)
+             for rate, name in (("turns", "turns"), ("messages", "messages_sent"),
+                                ("resumes", "resumes"), ("handshakes", "handshakes"))}
+    rate = error_rate(report_counts, sessions)
+    threshold = config.fail_on_error_rate
+    return {
+        "version": REPORT_VERSION,
+        "settings": config.settings(),
+        "target": {"url": facts.target_url, "protocol": config.protocol,
+                   "embedded": config.embedded},
+        "started_at": facts.started_at,
+        "duration_s": round(facts.duration_s, 3),
+        "sessions": sessions,
+        "counts": report_counts,
+        "rates": rates,
+        "latency_ms": metrics.latencies(),
+        "intervals": list(metrics.intervals),
+        "resources": _resources(config, facts.target_rss_peak_mib),
+        "exit": {"error_rate": rate, "fail_on_error_rate": threshold,
+                 "passed": threshold is None or rate <= threshold,
+                 "stopped_because": facts.stopped_because,
+                 "interrupted": facts.interrupted},
+    }
+
+
+def csv_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The interval series flattened: a header and one row per interval."""
+    header = ["t", "length_s", "active_sessions", *INTERVAL_COUNTS]
+    for name in INTERVAL_LATENCIES:
+        header.extend((f"{name}_p50_ms", f"{name}_p99_ms"))
+    rows = []
+    for interval in report["intervals"]:
+        row = [interval.get(column) for column in header[:3 + len(INTERVAL_COUNTS)]]
+        for name in INTERVAL_LATENCIES:
+            figures = interval["latency_ms"].get(name, {})
+            row.extend((figures.get("p50"), figures.get("p99")))
+        rows.append(row)
+    return header, rows
+
+
+def write_json(report: Mapping[str, Any], path: str) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def write_csv(report: Mapping[str, Any], path: str) -> None:
+    header, rows = csv_rows(report)
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(["" if value is None else value for value in row] for row in rows)
+
+
+def html_renderer() -> Callable[[dict[str, Any]], str]:
+    """``supervisor.loadtest.html.render_html``, imported only when --html asks for it.
+
+    Imported by name, at run time: the HTML report is a separate module (it
+    builds a self-contained page from exactly this module's report dict), and
+    a run without ``--html`` should not pay for importing it.
+    """
+    module = importlib.import_module("supervisor.loadtest.html")
+    return cast("Callable[[dict[str, Any]], str]", module.render_html)
+
+
+def write_html(report: dict[str, Any], path: str) -> None:
+    Path(path).write_text(html_renderer()(report), encoding="utf-8")
+
+
+def write_reports(config: LoadTestConfig, report: dict[str, Any]) -> list[str]:
+    """Write every report asked for; return one message per failure (never raises OSError)."""
+    problems = []
+    for path, writer in ((config.json, write_json), (config.csv, write_csv),
+                         (config.html, write_html)):
+        if path is None:
+            continue
+        try:
+            writer(report, path)
+        except (OSError, ImportError, AttributeError) as exc:
+            problems.append(f"could not write {path}: {exc}")
+    return problems

@@ -1,0 +1,284 @@
+"""Running one load test: target, sessions at the spawn rate, the clock, the end.
+
+The main thread only keeps time: it closes metric intervals, watches for a run
+where nothing connects, and ends the run at the deadline or on Ctrl-C. Sessions
+are started by one spawner thread, paced at ``--spawn-rate``; each is played by a
+:class:`~supervisor.loadtest.driver.Driver`.
+
+Exit statuses: 0 done, 1 error rate above ``--fail-on-error-rate``, 2 bad input,
+3 target unreachable or no session ever connected.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from types import FrameType
+from typing import IO, Any
+
+from supervisor.chainlit_auth import login, mint_jwt, token_cookies
+from supervisor.errors import HandshakeError, HandshakeRefused
+from supervisor.loadtest.config import LoadTestConfig
+from supervisor.loadtest.driver import Driver, RunContext
+from supervisor.loadtest.metrics import Metrics
+from supervisor.loadtest.progress import Progress, summary
+from supervisor.loadtest.report import RunFacts, build_report, write_reports
+from supervisor.loadtest.target import (
+    EmbeddedTarget,
+    TargetError,
+    check_reachable,
+    embedded_arguments,
+    session_url,
+)
+from supervisor.policy import RestartPolicy
+from supervisor.supervisor import Supervisor
+
+EXIT_OK, EXIT_ERROR_RATE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+PROG = "supervisor loadtest"
+NO_CONNECT_MARGIN_S = 3.0
+"""Beyond the connect timeout, how long a run may go without any session connected."""
+GIVE_UPS_BEFORE_VERDICT = 3
+"""Sessions the policy must give up on (none connected) before the run stops early."""
+TICK_S = 0.05
+
+
+def fail(message: str, err: IO[str]) -> None:
+    print(f"{PROG}: error: {message}", file=err, flush=True)
+
+
+class Credentials:
+    """Cookies per session: a minted token, or one login per distinct user (cached)."""
+
+    def __init__(self, config: LoadTestConfig, base_url: str) -> None:
+        self._config = config
+        self._base = base_url
+        self._cache: dict[str, dict[str, str]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, number: int) -> dict[str, str]:
+        config = self._config
+        if config.jwt_secret is not None:
+            user = config.login.for_session(number)[0] if config.login else f"loadtest-{number}"
+            return token_cookies(mint_jwt(config.jwt_secret, user))
+        if config.login is None:
+            return {}
+        user, password = config.login.for_session(number)
+        with self._lock:
+            lock = self._locks.setdefault(user, threading.Lock())
+        with lock:  # sessions of one user share one login, made by the first of them
+            if user not in self._cache:
+                self._cache[user] = login(self._base, user, password or "",
+                                          timeout=config.connect_timeout)
+            return dict(self._cache[user])
+
+
+def run(config: LoadTestConfig, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run the load test ``config`` describes; return the exit status."""
+    out, err = out or sys.stdout, err or sys.stderr
+    target = EmbeddedTarget(embedded_arguments(config)) if config.embedded else None
+    try:
+        if target is not None:
+            base = target.start()
+        else:
+            assert config.target is not None
+            check_reachable(config.target, timeout=min(5.0, config.connect_timeout))
+            base = config.target
+    except TargetError as exc:
+        fail(str(exc), err)
+        return EXIT_UNREACHABLE
+    try:
+        return LoadTest(config, base, target, out, err).run()
+    finally:
+        if target is not None:
+            target.stop()
+
+
+class LoadTest:
+    """One run, from the first session to the report."""
+
+    def __init__(self, config: LoadTestConfig, base_url: str, target: EmbeddedTarget | None,
+                 out: IO[str], err: IO[str]) -> None:
+        self.config = config
+        self.base_url = base_url
+        self.target = target
+        self.out, self.err = out, err
+        self.rng = random.Random(config.seed)
+        self.metrics = Metrics(config.sessions, config.interval)
+        self.stop = threading.Event()
+        self.interrupted = False
+        self.drivers: list[tuple[Driver, threading.Thread]] = []
+        self._drivers_lock = threading.Lock()
+        self.credentials = Credentials(config, base_url)
+
+    def _preflight(self) -> int | None:
+        """Log in once before any session starts, so bad credentials fail at once."""
+        if self.config.login is None and self.config.jwt_secret is None:
+            return None
+        try:
+            self.credentials(1)
+        except HandshakeRefused as exc:
+            user = self.config.login.for_session(1)[0] if self.config.login else "?"
+            fail(f"login as {user!r} refused with HTTP {exc.status_code} "
+                 "(check --login USER:PASSWORD)", self.err)
+            return EXIT_USAGE
+        except HandshakeError as exc:
+            fail(f"{exc} (check --target and that the server has password login)", self.err)
+            return EXIT_UNREACHABLE
+        return None
+
+    def run(self) -> int:
+        refused = self._preflight()
+        if refused is not None:
+            return refused
+        config = self.config
+        policy = RestartPolicy(backoff_base=0.25, backoff_cap=5.0,
+                               rng=random.Random(self.rng.getrandbits(64)))
+        supervisor = Supervisor.start(policy)
+        progress = Progress(self.metrics, config, self.out)
+        where = f"{self.base_url} ({'embedded target' if config.embedded else 'target'})"
+        progress.note(f"{PROG}: {config.protocol} load test of {where}: {config.sessions} "
+                      f"sessions at {config.spawn_rate:g}/s for {config.duration:g}s; "
+                      "Ctrl-C stops it")
+        previous = self._install_signals()
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.metrics.restart_clock()
+        start = time.monotonic()
+        ctx = RunContext(config, self.metrics, supervisor, session_url(config, self.base_url),
+                         self.stop, start + config.duration, self.credentials)
+        spawner = threading.Thread(target=self._spawn, args=(ctx, start), daemon=True,
+                                   name="loadtest-spawner")
+        progress.start()
+        try:
+            spawner.start()
+            because = self._keep_time(ctx, start, progress)
+        finally:
+            self.stop.set()
+            ended = time.monotonic()
+            spawner.join(timeout=2.0)
+            connected_end = self.metrics.connected_now()
+            self.metrics.roll()  # the last, partial interval
+            progress.stop()
+            supervisor.stop(timeout=config.stop_timeout)
+            stale = self._finish_drivers()
+            self._restore_signals(previous)
+        if self.target is not None:
+            self.target.stop()
+        facts = RunFacts(self.base_url, started_at, ended - start, connected_end, stale,
+                         self.interrupted, self.target.rss_peak_mib if self.target else None,
+                         because)
+        return self._conclude(build_report(config, self.metrics, facts), progress)
+
+    def _spawn(self, ctx: RunContext, start: float) -> None:
+        """Start sessions at the spawn rate; bounded by --sessions and by the run's end."""
+        period = 1.0 / self.config.spawn_rate
+        for index in range(self.config.sessions):
+            delay = start + index * period - time.monotonic()
+            if (delay > 0 and self.stop.wait(delay)) or ctx.ending:
+                return
+            driver = Driver(ctx, index + 1, random.Random(self.rng.getrandbits(64)))
+            thread = threading.Thread(target=driver.run, daemon=True, name=f"driver-{index + 1}")
+            with self._drivers_lock:
+                self.drivers.append((driver, thread))
+            thread.start()
+
+    def _keep_time(self, ctx: RunContext, start: float, progress: Progress) -> str:
+        """Roll intervals until the deadline, Ctrl-C, or a run where nothing connects."""
+        config, metrics = self.config, self.metrics
+        next_roll = start + config.interval
+        announced = False
+        # Bounded: each pass waits a tick, or less once per interval (to roll it).
+        passes = int(config.duration / TICK_S) + 2 * int(config.duration / config.interval) + 200
+        for _ in range(passes):
+            now = time.monotonic()
+            if self.interrupted:
+                progress.note(f"{PROG}: interrupted: stopping the sessions and writing the "
+                              "report (Ctrl-C again quits at once)")
+                return "interrupted"
+            if now >= ctx.deadline:
+                return "duration"
+            if not announced and metrics.first_connected_at is not None:
+                announced = True
+                progress.note(f"{PROG}: first session connected after "
+                              f"{metrics.first_connected_at:.2f}s")
+            if not announced and self._nothing_connects(now - start):
+                return "no_session_connected"
+            if now >= next_roll:
+                metrics.roll()
+                next_roll = max(next_roll + config.interval, now)
+            self.stop.wait(max(0.0, min(TICK_S, next_roll - now, ctx.deadline - now)))
+        return "duration"
+
+    def _nothing_connects(self, elapsed: float) -> bool:
+        figures = self.metrics.session_figures()
+        if figures["started"] == 0:
+            return False
+        gave_up = figures["gave_up"]
+        return (gave_up >= min(GIVE_UPS_BEFORE_VERDICT, self.config.sessions)
+                or elapsed > self.config.connect_timeout + NO_CONNECT_MARGIN_S)
+
+    def _finish_drivers(self) -> int:
+        """Wait (bounded) for the drivers; the stale frames their sessions dropped."""
+        with self._drivers_lock:
+            drivers = list(self.drivers)
+        end = time.monotonic() + 2.0
+        for _, thread in drivers:
+            thread.join(timeout=max(0.0, end - time.monotonic()))
+        return sum(driver.session.state().stale_frames_dropped
+                   for driver, _ in drivers if driver.session is not None)
+
+    def _conclude(self, report: dict[str, Any], progress: Progress) -> int:
+        for problem in write_reports(self.config, report):
+            fail(problem, self.err)
+        progress.console.print(summary(report))
+        verdict = report["exit"]
+        if verdict["stopped_because"] == "no_session_connected":
+            gave_up = self.metrics.session_figures()["gave_up"]
+            why = self.metrics.first_failure or "no handshake completed"
+            when = (f"{gave_up} sessions failed" if gave_up >= GIVE_UPS_BEFORE_VERDICT else
+                    f"within {self.config.connect_timeout + NO_CONNECT_MARGIN_S:g}s")
+            fail(f"no session connected, {when} ({why}): {self._no_connect_hint(why)}",
+                 self.err)
+            return EXIT_UNREACHABLE
+        if not verdict["passed"]:
+            fail(f"error rate {verdict['error_rate']:.2%} is above --fail-on-error-rate "
+                 f"{verdict['fail_on_error_rate']:.2%} (see the errors in the report)", self.err)
+            return EXIT_ERROR_RATE
+        return EXIT_OK
+
+    def _no_connect_hint(self, why: str) -> str:
+        lowered = why.lower()
+        if any(word in lowered for word in ("401", "authenticat", "authoriz", "credential")):
+            return ("the server refused the credentials (check --login USER:PASSWORD or "
+                    "--jwt-secret)")
+        protocol = self.config.protocol
+        if protocol == "websocket":
+            return ("is --protocol websocket right for this server? (it needs a WebSocket "
+                    "endpoint URL, e.g. ws://HOST:PORT/ws/echo)")
+        return (f"is --protocol {protocol} right for this server? (chainlit and socketio "
+                "need the server's base URL, e.g. http://HOST:PORT)")
+
+    # --- signals ------------------------------------------------------------------
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.interrupted:
+            # The second one: the user wants out now. os.write is safe in a handler.
+            os.write(2, f"\n{PROG}: interrupted twice: exiting at once\n".encode())
+            os._exit(130)
+        self.interrupted = True
+        self.stop.set()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # only the main thread may set handlers (tests run us in others)
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
