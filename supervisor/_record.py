@@ -43,6 +43,7 @@ class SessionRecord:
         self.restarts = 0
         self.handshakes = 0
         self.stale_frames_dropped = 0
+        self.malformed_frames = 0
         self.snapshot = SessionState(
             session_id=spec.session_id, thread_id=spec.thread_id, connected_thread_id=None,
             generation=0, status=SessionStatus.CONNECTING, restarts=0)

@@ -369,6 +369,7 @@ class SessionActor(pykka.ThreadingActor):
     def _on_frame(self, generation: int, data: str | bytes) -> None:
         if generation != self._record.generation or self._codec is None:
             self._record.stale_frames_dropped += 1
+            self._publish()  # rare: only around a Resume or a reconnect
             return
         self._apply(self._codec.received(data))
 
@@ -408,7 +409,9 @@ class SessionActor(pykka.ThreadingActor):
                     self._phases[name] = now - self._phase_mark
                     self._phase_mark = now
                 case Malformed(reason):
+                    self._record.malformed_frames += 1
                     self._log.warning("malformed_frame", reason=reason)
+                    self._publish()
 
     def _notify(self, kind: LifecycleKind, **details: Any) -> None:
         self._callbacks.lifecycle(self._log, kind, self._record.thread_id,
@@ -484,6 +487,7 @@ class SessionActor(pykka.ThreadingActor):
             reason=self._reason,
             outbox=len(self._outbox),
             stale_frames_dropped=record.stale_frames_dropped,
+            malformed_frames=record.malformed_frames,
             handshakes=record.handshakes,
             last_backoff=self._last_backoff,
         )

@@ -87,6 +87,8 @@ class SessionState:
     """Sends buffered while reconnecting."""
     stale_frames_dropped: int = 0
     """Frames that arrived on a superseded connection and were dropped (I4)."""
+    malformed_frames: int = 0
+    """Frames the protocol could not parse (logged and skipped, not fatal)."""
     handshakes: int = 0
     """Handshakes this session started."""
     last_backoff: float | None = None

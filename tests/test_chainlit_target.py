@@ -27,6 +27,7 @@ from supervisor import (
     SessionStatus,
     Supervisor,
 )
+from supervisor._transport import Received
 from supervisor.chainlit_auth import login
 from supervisor.protocols import socketio as socketio_protocol
 
@@ -246,3 +247,18 @@ class TestChainlitIsolationAndAcks:
             state = session.state()
             assert state.handshakes == 1
             assert state.restarts == 0
+
+
+def test_malformed_frames_are_counted_not_fatal(supervisor: Supervisor,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame the codec cannot parse is counted; the session stays on its connection."""
+    with TargetProcess() as target:
+        session = supervisor.open(spec(target.url))
+        session.resume(None).get(timeout=TIMEOUT)
+        # No server sends garbage on purpose: hand the actor one as its reader would.
+        actor = session._record.ref
+        assert actor is not None
+        actor.tell(Received(session.state().generation, "4this is not a packet"))
+        wait_until(lambda: session.state().malformed_frames == 1)
+        assert session.state().status is SessionStatus.CONNECTED
+        assert session.state().handshakes == 1
