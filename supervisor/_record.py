@@ -65,12 +65,19 @@ class SessionRecord:
                     return
             self.parked.append(command)
 
+    def adopt(self, ref: pykka.ActorRef[Any]) -> None:
+        """``ref`` is this session's actor from now on (unless the session has ended)."""
+        with self.lock:
+            if self.terminal is None:
+                self.ref = ref
+
     def take_parked(self, ref: pykka.ActorRef[Any]) -> list[Command]:
         """Become the live actor ``ref`` and take the commands parked for it."""
         with self.lock:
             commands = list(self.parked)
             self.parked.clear()
-            self.ref = ref
+            if self.terminal is None:
+                self.ref = ref
             return commands
 
     def end(self, error: SupervisorError) -> list[Command]:

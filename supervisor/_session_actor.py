@@ -32,7 +32,15 @@ from supervisor._logging import get_logger
 from supervisor._outgoing import Outbox
 from supervisor._record import Command, SessionRecord, fail_command
 from supervisor._timer import Scheduler
-from supervisor._transport import Connection, Ended, Opened, OpenFailed, Received, Report
+from supervisor._transport import (
+    Admitted,
+    Connection,
+    Ended,
+    Opened,
+    OpenFailed,
+    Received,
+    Report,
+)
 from supervisor.errors import (
     ConnectionLost,
     HandshakeError,
@@ -100,6 +108,8 @@ class SessionActor(pykka.ThreadingActor):
         """The thread id the current connection's handshake carried."""
         self._in_flight = False
         """The current connection has not reached Ready (or failed) yet."""
+        self._deadline_error: HandshakeError | None = None
+        """Set when the in-flight handshake ran out of time (it is being aborted)."""
         self._reconnect_wanted = False
         """A newer identity waits for the in-flight handshake to end."""
         self._connected_at: float | None = None
@@ -123,6 +133,13 @@ class SessionActor(pykka.ThreadingActor):
         # pykka does not call on_failure when on_start raises: do it here.
         try:
             self._unprocessed.extend(self._record.take_parked(self.actor_ref))
+            if self._record.terminal is not None:
+                # Ended (Supervisor.stop) before this actor ran: answer and leave.
+                for command in self._unprocessed:
+                    fail_command(command, self._record.terminal)
+                self._unprocessed.clear()
+                self.stop()
+                return
             self._connect()
             while self._unprocessed:
                 self._handle(self._unprocessed[0])
@@ -155,6 +172,8 @@ class SessionActor(pykka.ThreadingActor):
                 self._on_send(message)
             case Opened():
                 self._on_opened(message)
+            case Admitted(generation):
+                self._start_deadline(generation)
             case OpenFailed(generation, error):
                 self._on_ended(generation, error, clean=False)
             case Ended(generation, error, clean):
@@ -207,8 +226,8 @@ class SessionActor(pykka.ThreadingActor):
 
     def _preempt_backoff(self) -> None:
         """A Resume during backoff connects at once; it is the user's intent, not a restart."""
+        self._supervisor.tell(sup.RestartPreempted(self._spec.session_id, self._losses))
         self._losses += 1  # the scheduled Reconnect now carries a stale loss number
-        self._supervisor.tell(sup.RestartPreempted(self._spec.session_id))
         self._connect()
 
     def _on_send(self, command: Send | Chat) -> None:
@@ -253,7 +272,7 @@ class SessionActor(pykka.ThreadingActor):
         conn = Connection(codec, record.generation, self._report, self._admission,
                           self._spec.connect_timeout, self._spec.verify_tls)
         self._conn, self._codec, self._conn_thread = conn, codec, record.thread_id
-        self._in_flight, self._reconnect_wanted = True, False
+        self._in_flight, self._reconnect_wanted, self._deadline_error = True, False, None
         self._status = SessionStatus.CONNECTING
         self._connect_started = time.monotonic()
         self._notify(LifecycleKind.CONNECTING)
@@ -261,10 +280,18 @@ class SessionActor(pykka.ThreadingActor):
                         headers=dict(self._spec.headers), cookies=dict(self._spec.cookies))
         self._publish()
         conn.start()
-        # The upgrade has websocket-client's timeout; this one covers the whole
-        # handshake (Engine.IO open, namespace connect, thread confirmation),
-        # since a server that dislikes the identity style may never answer.
-        ref, generation = self.actor_ref, record.generation
+
+    def _start_deadline(self, generation: int) -> None:
+        """Admitted: from now the whole handshake has ``connect_timeout``.
+
+        The upgrade has websocket-client's own timeout; this one also covers
+        Engine.IO open, namespace connect and thread confirmation, since a
+        server that dislikes the identity style may never answer. Time spent
+        queued for admission does not count: a big start is not a failure.
+        """
+        if generation != self._record.generation:
+            return
+        ref = self.actor_ref
         self._scheduler.call_later(self._spec.connect_timeout,
                                    lambda: _tell_if_alive(ref, HandshakeDeadline(generation)))
 
@@ -280,6 +307,9 @@ class SessionActor(pykka.ThreadingActor):
         if opened.generation != self._record.generation or opened.connection is not self._conn:
             opened.connection.abort()
             return
+        if self._deadline_error is not None:  # opened after its deadline: too late
+            self._on_ended(opened.generation, None, clean=False)
+            return
         assert self._codec is not None
         self._phases = {"admission": opened.admitted_at - self._connect_started,
                         "upgrade": opened.opened_at - opened.admitted_at}
@@ -287,6 +317,8 @@ class SessionActor(pykka.ThreadingActor):
         self._apply(self._codec.opened())
 
     def _on_ready(self, ready: Ready) -> None:
+        if self._deadline_error is not None:
+            return  # too late: the aborted connection's report finishes it
         self._in_flight = False
         if self._reconnect_wanted:
             self._connect()
@@ -312,7 +344,13 @@ class SessionActor(pykka.ThreadingActor):
     def _on_ended(self, generation: int, error: Exception | None, *, clean: bool) -> None:
         if generation != self._record.generation or self._conn is None:
             return  # a connection we already let go of
+        self._handshake_over(error, clean=clean)
+
+    def _handshake_over(self, error: Exception | None, *, clean: bool) -> None:
+        """The current connection ended or failed: go on to a newer identity, or lose it."""
         self._in_flight = False
+        if self._deadline_error is not None:
+            error, clean = self._deadline_error, False
         if self._reconnect_wanted:
             self._connect()
             return
@@ -321,13 +359,14 @@ class SessionActor(pykka.ThreadingActor):
     def _on_handshake_deadline(self, generation: int) -> None:
         if generation != self._record.generation or not self._in_flight:
             return  # that handshake finished in time
-        self._in_flight = False
-        if self._reconnect_wanted:
-            self._connect()
-            return
         timeout = self._spec.connect_timeout
-        self._lose(HandshakeError(f"handshake not completed within {timeout:g}s "
-                                  "(is the protocol right for this server?)"), clean=False)
+        self._deadline_error = HandshakeError(
+            f"handshake not completed within {timeout:g}s (is the protocol right for this "
+            "server?)")
+        # Wait for the connection's own report before the next handshake, so
+        # the server never sees two of this session's handshakes at once.
+        assert self._conn is not None
+        self._conn.abort()
 
     def _lose(self, error: Exception | None, *, clean: bool) -> None:
         """The live connection is gone: ask the supervisor whether and when to restart."""
@@ -373,7 +412,7 @@ class SessionActor(pykka.ThreadingActor):
             return
         self._apply(self._codec.received(data))
 
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[Action]) -> None:  # noqa: PLR0912 - one flat dispatch
         for action in actions:
             match action:
                 case Inbound(name, data, ack_id):
@@ -392,17 +431,17 @@ class SessionActor(pykka.ThreadingActor):
                 case Ready():
                     self._on_ready(action)
                 case Refused(message):
-                    # The identity itself was refused: the Resumes waiting for it fail.
                     refusal = ProtocolRefused(message)
-                    for command in self._pending:
-                        reject(command.reply, refusal)
-                    self._pending = []
-                    self._in_flight = False
-                    self._lose(refusal, clean=False)
+                    if not self._reconnect_wanted:
+                        # This identity itself was refused: the Resumes waiting for it fail.
+                        for command in self._pending:
+                            reject(command.reply, refusal)
+                        self._pending = []
+                    self._handshake_over(refusal, clean=False)
                     return
                 case Disconnected(reason):
-                    self._in_flight = False
-                    self._lose(ConnectionLost(f"server disconnected: {reason}"), clean=True)
+                    error = ConnectionLost(f"server disconnected: {reason}")
+                    self._handshake_over(error, clean=True)
                     return
                 case Phase(name):
                     now = time.monotonic()

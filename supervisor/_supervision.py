@@ -44,9 +44,10 @@ class ActorCrashed:
 
 @dataclass(frozen=True, slots=True)
 class RestartPreempted:
-    """Internal: a Resume reconnected during backoff; refund that restart's budget."""
+    """Internal: a Resume reconnected during the backoff of loss ``loss``; refund it."""
 
     session_id: str
+    loss: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ report by ``tell`` and get their answer by ``tell``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -48,6 +49,8 @@ class BeginStop:
 class _Child:
     record: SessionRecord
     budget: RestartBudget
+    spent_for_loss: int | None = None
+    """The loss whose restart was charged to the budget (refunded if a Resume preempts)."""
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -76,9 +79,11 @@ class SupervisorActor(pykka.ThreadingActor):
                 if child is not None and not self._stopping:
                     child.record.restarts += 1
                     self._start_actor(child.record)
-            case sup.RestartPreempted(session_id):
-                if (child := self._children.get(session_id)) is not None:
-                    child.budget.refund()
+            case sup.RestartPreempted(session_id, loss):
+                child = self._children.get(session_id)
+                if child is not None and child.spent_for_loss == loss:
+                    child.budget.refund()  # only a restart that was really charged
+                    child.spent_for_loss = None
             case sup.SessionEnded(session_id, reason):
                 self._on_ended(session_id, reason)
             case ListRecords():
@@ -97,7 +102,9 @@ class SupervisorActor(pykka.ThreadingActor):
         self._start_actor(record)
 
     def _start_actor(self, record: SessionRecord) -> None:
-        SessionActor.start(record, self.actor_ref, self._admission, self._scheduler)
+        ref = SessionActor.start(record, self.actor_ref, self._admission, self._scheduler)
+        # Known at once, not only from the actor's on_start: stop() must see it.
+        record.adopt(ref)
 
     def _on_connection_down(self, down: sup.ConnectionDown) -> None:
         child = self._children.get(down.session_id)
@@ -109,14 +116,25 @@ class SupervisorActor(pykka.ThreadingActor):
         session = child.record.ref
         if session is None:
             return
-        if reason is not None:
-            session.tell(sup.GiveUp(down.loss, reason))
+        if reason is None:
+            child.spent_for_loss = down.loss
+            answer: sup.GiveUp | sup.RestartIn = sup.RestartIn(down.loss,
+                                                               child.budget.next_delay())
         else:
-            session.tell(sup.RestartIn(down.loss, child.budget.next_delay()))
+            answer = sup.GiveUp(down.loss, reason)
+        # The session may have crashed since it reported: its successor reconnects.
+        with contextlib.suppress(pykka.ActorDeadError):
+            session.tell(answer)
 
     def _on_crash(self, session_id: str, error: BaseException) -> None:
         child = self._children.get(session_id)
-        if child is None or self._stopping:
+        if child is None:
+            return
+        if self._stopping:
+            # No successor will come: answer what the dead actor held (a Close too).
+            closed = SessionClosed("the supervisor is stopping")
+            for command in child.record.end(closed):
+                fail_command(command, closed)
             return
         if child.budget.spend(None):
             delay = child.budget.next_delay()

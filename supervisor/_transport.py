@@ -58,6 +58,13 @@ _CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 
 
 @dataclass(frozen=True, slots=True)
+class Admitted:
+    """Internal: admission control let the handshake of ``generation`` start."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class Opened:
     """Internal: the WebSocket upgrade of ``generation`` succeeded."""
 
@@ -95,7 +102,7 @@ class Ended:
     clean: bool
 
 
-Report = Opened | OpenFailed | Received | Ended
+Report = Admitted | Opened | OpenFailed | Received | Ended
 
 
 class Connection:
@@ -177,11 +184,12 @@ class Connection:
             msg = "aborted while waiting for admission"
             raise HandshakeError(msg) from None
         self._admitted_at = time.monotonic()
+        self._report(Admitted(self.generation))
         try:
-            if self._cancelled.is_set():
-                msg = "aborted before the handshake"
-                raise HandshakeError(msg)
-            handshake = self._codec.handshake()
+            handshake = self._codec.handshake()  # may do I/O (version detection)
+            # An abort during that, or during the TCP connect below (before
+            # websocket-client exposes the socket), is seen here and after it.
+            self._check_cancelled()
             options: dict[str, Any] = {
                 "header": [f"{name}: {value}" for name, value in handshake.headers],
                 "timeout": self._connect_timeout,
@@ -191,11 +199,17 @@ class Connection:
             if not self._verify_tls:
                 options["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
             self._ws.connect(handshake.url, **options)  # type: ignore[no-untyped-call]
+            self._check_cancelled()
         finally:
             self._admission.release()
         # The connect timeout bounds the handshake; reads wait for as long as
         # the connection lives (the actor or the peer ends it).
         self._ws.settimeout(None)
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            msg = "handshake aborted"
+            raise HandshakeError(msg)
 
     def _read(self) -> None:
         error: Exception | None = None

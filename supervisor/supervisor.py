@@ -91,8 +91,10 @@ class Supervisor:
                 stopped.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
                 break
-        self._ref.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
-        self._scheduler.stop()
+        try:
+            self._ref.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
+        finally:
+            self._scheduler.stop()
 
     def __enter__(self) -> Supervisor:
         return self

@@ -116,7 +116,8 @@ class TestChainlitConcurrency:
 
     def test_resumes_during_a_slow_handshake_coalesce(self, supervisor: Supervisor) -> None:
         """Resumes issued while the first connect is slow cause one more connect, the last."""
-        with TargetProcess("--handshake-delay", "0.3") as slow:
+        # The delay only has to outlast four resume() calls made right after open().
+        with TargetProcess("--handshake-delay", "2") as slow:
             ids = [thread() for _ in range(5)]
             session = supervisor.open(spec(slow.url, ids[0]))
             futures = [session.resume(t) for t in ids[1:]]
@@ -177,7 +178,7 @@ class TestChainlitRestarts:
 
     def test_chats_wait_for_the_connection_in_order(self, supervisor: Supervisor) -> None:
         """Chats issued while connecting are sent once connected; one past the bound fails."""
-        with TargetProcess("--handshake-delay", "0.3") as slow:
+        with TargetProcess("--handshake-delay", "2") as slow:
             session = supervisor.open(spec(slow.url, thread(), outbox_limit=2))
             turns = [session.chat("first"), session.chat("second")]
             with pytest.raises(OutboxFull):
@@ -238,10 +239,10 @@ class TestChainlitIsolationAndAcks:
             return reply
 
         monkeypatch.setattr(socketio_protocol.SocketIOCodec, "autoreply", counting_autoreply)
-        with TargetProcess("--ping-interval", "1", "--ping-timeout", "0.5") as pinging:
+        with TargetProcess("--ping-interval", "1", "--ping-timeout", "2") as pinging:
             session = supervisor.open(spec(pinging.url))
             session.resume(None).get(timeout=TIMEOUT)
-            for _ in range(4):  # four pings answered: well past interval + timeout
+            for _ in range(5):  # five pings answered: past interval + timeout, twice over
                 assert pongs.acquire(timeout=TIMEOUT)
             assert session.chat("still here").get(timeout=TIMEOUT).text == "still here"
             state = session.state()
@@ -262,3 +263,22 @@ def test_malformed_frames_are_counted_not_fatal(supervisor: Supervisor,
         wait_until(lambda: session.state().malformed_frames == 1)
         assert session.state().status is SessionStatus.CONNECTED
         assert session.state().handshakes == 1
+
+
+def test_refusal_of_a_superseded_identity_spares_the_newer_resume(
+        supervisor: Supervisor) -> None:
+    """Resume(other user's thread) then Resume(own thread): the refusal does not sink the second."""
+    with TargetProcess("--require-login") as guarded:
+        bob = supervisor.open(spec(guarded.url, cookies=login(guarded.url, "bob", "bob")))
+        bobs_thread = thread()
+        bob.resume(bobs_thread).get(timeout=TIMEOUT)
+        bob.chat("bob's secret").get(timeout=TIMEOUT)
+        alice = supervisor.open(spec(guarded.url, cookies=login(guarded.url, "alice", "alice")))
+        alice.resume(None).get(timeout=TIMEOUT)
+        refused = alice.resume(bobs_thread)
+        own = thread()
+        accepted = alice.resume(own).get(timeout=TIMEOUT)
+        assert accepted.thread_id == own
+        assert refused.get(timeout=TIMEOUT).superseded
+        assert alice.chat("mine").get(timeout=TIMEOUT).text == "mine"
+        assert alice.state().status is SessionStatus.CONNECTED

@@ -365,6 +365,23 @@ class TestNoStorms:
             with pytest.raises(SessionFailed, match=r"not completed within 0\.5s"):
                 session.resume(None).get(timeout=10)
 
+    def test_resume_during_backoff_connects_at_once(self, ws_server: RecordingServer) -> None:
+        """A Resume during a long backoff connects now and is not counted as a restart."""
+        class Longest:
+            def uniform(self, a: float, b: float) -> float:
+                return b
+
+        policy = fast_policy(backoff_base=300.0, backoff_cap=300.0, rng=Longest())
+        ws_server.refuse(503, count=1)
+        with Supervisor.start(policy) as sup:
+            session = sup.open(SessionSpec(url=ws_server.url, thread_id="t-1"))
+            wait_until(lambda: session.state().last_backoff == 300.0, what="the backoff")
+            assert session.state().status is SessionStatus.BACKOFF
+            result = session.resume("t-2").get(timeout=10)  # far less than 300 s
+            assert result.thread_id == "t-2"
+            assert session.state().restarts == 0
+            assert [h["thread"] for h in ws_server.handshakes()] == ["t-1", "t-2"]
+
     def test_admission_limits_handshakes_in_flight(self, ws_server: RecordingServer) -> None:
         """With max 2 handshakes in flight, 5 sessions never have a third at the server."""
         ws_server.hold_handshakes()
