@@ -52,7 +52,6 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import select  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -65,6 +64,8 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from fd_limit import raise_fd_limit  # noqa: E402
 
 if TYPE_CHECKING:
     import pykka
@@ -82,14 +83,6 @@ MAX_ERRORS_KEPT = 5
 # --- shared helpers ---------------------------------------------------------------
 
 
-def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one: a socket per session, two mid-resume."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def proc_status(key: str) -> int:

@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import resource
 import signal
 import sys
 
+from fd_limit import raise_fd_limit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError
 
@@ -28,14 +28,6 @@ abnormal_closes = 0
 """Connections the client dropped without a close frame (aborted handshakes, say)."""
 
 
-def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one: one fd per connection."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def echo(connection: ServerConnection) -> None:

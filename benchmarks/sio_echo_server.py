@@ -16,23 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import resource
 import socket
 import sys
 from typing import Any
 
 import socketio
 import uvicorn
-
-
-def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one: one fd per connection."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+from fd_limit import raise_fd_limit
 
 
 def make_app() -> Any:

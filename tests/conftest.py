@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pykka
 import pytest
 from recording_server import RecordingServer
+from support import fast_policy
+
+from supervisor import Supervisor
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,11 @@ def _stop_all_actors() -> Iterator[None]:
     """Stop every actor a test left running, so one test's sessions never touch the next."""
     yield
     pykka.ActorRegistry.stop_all(block=True, timeout=10)
+
+
+@pytest.fixture
+def supervisor() -> Iterator[Supervisor]:
+    """A supervisor with millisecond backoffs, stopped after the test."""
+    sup = Supervisor.start(fast_policy())
+    yield sup
+    sup.stop(timeout=15)

@@ -19,7 +19,7 @@ if importlib.util.find_spec("chainlit") is None:
     pytest.skip("chainlit is not installed (pip install -e '.[test]')", allow_module_level=True)
 
 from chainlit_app.harness import ChainlitApp
-from support import EventLog, fast_policy
+from support import EventLog
 
 from supervisor import (
     ProtocolRefused,
@@ -41,13 +41,6 @@ def app() -> Iterator[ChainlitApp]:
     """One real Chainlit server for this module."""
     with ChainlitApp() as running:
         yield running
-
-
-@pytest.fixture
-def supervisor() -> Iterator[Supervisor]:
-    sup = Supervisor.start(fast_policy())
-    yield sup
-    sup.stop(timeout=15)
 
 
 def chainlit_spec(app: ChainlitApp, cookies: dict[str, str], thread_id: str | None,

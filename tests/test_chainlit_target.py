@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import EventLog, fast_policy, wait_until
+from support import EventLog, wait_until
 from target_process import TargetProcess
 
 from supervisor import (
@@ -41,13 +41,6 @@ def target() -> Iterator[TargetProcess]:
     """The default target: Chainlit 2.x identity, no login."""
     with TargetProcess() as running:
         yield running
-
-
-@pytest.fixture
-def supervisor() -> Iterator[Supervisor]:
-    sup = Supervisor.start(fast_policy())
-    yield sup
-    sup.stop(timeout=15)
 
 
 def spec(url: str, thread_id: str | None = None, **extra: Any) -> SessionSpec:

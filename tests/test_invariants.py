@@ -6,7 +6,7 @@ Marked ``concurrency``: the suite runs them again in a gevent-patched subprocess
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -31,14 +31,6 @@ from supervisor.protocols import websocket as websocket_protocol
 pytestmark = pytest.mark.concurrency
 
 OpenSession = Callable[..., Session]
-
-
-@pytest.fixture
-def supervisor() -> Iterator[Supervisor]:
-    """A supervisor with millisecond backoffs, stopped after the test."""
-    sup = Supervisor.start(fast_policy())
-    yield sup
-    sup.stop(timeout=10)
 
 
 @pytest.fixture
