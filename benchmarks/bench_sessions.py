@@ -396,7 +396,7 @@ class FloorCandidate(Candidate):
         # at once, without waiting for the server's close frame.
         with contextlib.suppress(Exception):
             ws.send_close()
-        ws.shutdown()
+        ws.shutdown()  # type: ignore[no-untyped-call]
 
     def _session(self, index: int) -> None:
         stages = [self.connected, self.resumed, self.echoed, self.closed]
@@ -429,7 +429,7 @@ class FloorCandidate(Candidate):
             for stage in stages:
                 stage.fail(f"{type(exc).__name__}: {exc}")
             if ws is not None:
-                ws.shutdown()
+                ws.shutdown()  # type: ignore[no-untyped-call]
 
     def open_all(self, deadline: float) -> tuple[Countdown, bool]:
         for index in range(self.n):

@@ -31,16 +31,17 @@ def make_app() -> Any:
     sio = socketio.AsyncServer(async_mode="asgi", ping_interval=600, ping_timeout=600,
                                cors_allowed_origins=[])
 
-    @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
         thread = auth.get("thread") if isinstance(auth, dict) else None
         await sio.save_session(sid, {"thread": thread})
 
-    @sio.event
     async def message(sid: str, data: Any) -> None:
         session = await sio.get_session(sid)
         await sio.emit("message", {"thread": session["thread"], "text": data}, to=sid)
 
+    # Registered by call, not decorator: the handlers stay typed.
+    sio.on("connect", connect)
+    sio.on("message", message)
     return socketio.ASGIApp(sio, socketio_path="socket.io")
 
 
