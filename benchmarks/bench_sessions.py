@@ -456,6 +456,23 @@ class FloorCandidate(Candidate):
 # --- the child process: run one candidate, print one JSON line -------------------------------
 
 
+def record_phase(result: Result, name: str, countdown: Countdown, seconds: float,
+                 finished: bool, timeout: float) -> None:
+    """Store one phase's outcome (and, after "open", the memory figures); log a line."""
+    outcome = PhaseOutcome.of(countdown, seconds, finished)
+    result.phases[name] = asdict(outcome)
+    print(f"  {name}: {outcome.ok} ok, {outcome.failed} failed in {seconds:.2f}s"
+          f"{' (TIMEOUT)' if not finished else ''}", file=sys.stderr, flush=True)
+    if name == "open":
+        result.rss_connected_kib = proc_status("VmRSS")
+        result.os_threads_connected = proc_status("Threads")
+        result.rss_kib_per_session = round(
+            (result.rss_connected_kib - result.rss_before_kib) / result.n, 2)
+    if not finished:
+        result.status = (f"timeout in {name} after {timeout:g}s "
+                         f"({outcome.ok} ok, {outcome.failed} failed of {result.n})")
+
+
 def run_phases(candidate: Candidate, result: Result, phase_timeout: float,
                on_timeout: Callable[[str], None]) -> None:
     """Open, resume, send: time each, stop at the first phase that times out."""
@@ -468,25 +485,15 @@ def run_phases(candidate: Candidate, result: Result, phase_timeout: float,
         started = time.monotonic()
         countdown, finished = phase(started + phase_timeout)
         seconds = time.monotonic() - started
-        outcome = PhaseOutcome.of(countdown, seconds, finished)
-        result.phases[name] = asdict(outcome)
-        print(f"  {name}: {outcome.ok} ok, {outcome.failed} failed in {seconds:.2f}s"
-              f"{' (TIMEOUT)' if not finished else ''}", file=sys.stderr, flush=True)
-        if name == "open":
-            result.rss_connected_kib = proc_status("VmRSS")
-            result.os_threads_connected = proc_status("Threads")
-            result.rss_kib_per_session = round(
-                (result.rss_connected_kib - result.rss_before_kib) / n, 2)
+        record_phase(result, name, countdown, seconds, finished, phase_timeout)
         if not finished:
-            result.status = (f"timeout in {name} after {phase_timeout:g}s "
-                             f"({outcome.ok} ok, {outcome.failed} failed of {n})")
             on_timeout(name)
             return
-        rate = round(outcome.ok / seconds, 1) if outcome.failed == 0 else None
+        rate = round(countdown.ok / seconds, 1) if countdown.failed == 0 else None
         setattr(result, {"open": "sessions_per_s", "resume": "resumes_per_s",
                          "message": "messages_per_s"}[name], rate)
-        if outcome.failed:
-            result.status = f"{outcome.failed} of {n} failed in {name}"
+        if countdown.failed:
+            result.status = f"{countdown.failed} of {n} failed in {name}"
             return
 
 
@@ -587,17 +594,8 @@ async def child_socketio(args: argparse.Namespace) -> Result:
         except TimeoutError:
             finished = False
         seconds = time.monotonic() - started
-        outcome_record = PhaseOutcome.of(counted, seconds, finished)
-        result.phases[name] = asdict(outcome_record)
-        print(f"  {name}: {counted.ok} ok, {counted.failed} failed in {seconds:.2f}s"
-              f"{' (TIMEOUT)' if not finished else ''}", file=sys.stderr, flush=True)
-        if name == "open":
-            result.rss_connected_kib = proc_status("VmRSS")
-            result.os_threads_connected = proc_status("Threads")
-            result.rss_kib_per_session = round(
-                (result.rss_connected_kib - result.rss_before_kib) / n, 2)
+        record_phase(result, name, counted, seconds, finished, timeout)
         if not finished:
-            result.status = f"timeout in {name} after {timeout:g}s ({counted.ok} ok of {n})"
             return False
         if counted.failed:
             result.status = f"{counted.failed} of {n} failed in {name}"

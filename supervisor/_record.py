@@ -15,13 +15,13 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import pykka
+
 from supervisor._futures import reject, resolve
 from supervisor.messages import Chat, Close, Resume, Send, SessionState, SessionStatus
 from supervisor.spec import SessionSpec
 
 if TYPE_CHECKING:
-    import pykka
-
     from supervisor.errors import SupervisorError
 
 Command = Resume | Send | Chat | Close
@@ -50,8 +50,6 @@ class SessionRecord:
 
     def deliver(self, command: Command) -> None:
         """Hand ``command`` to the live actor, or park it for the next one."""
-        import pykka  # noqa: PLC0415 - keep the module importable without starting actors
-
         with self.lock:
             if self.terminal is not None:
                 fail_command(command, self.terminal)

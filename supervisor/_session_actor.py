@@ -46,7 +46,6 @@ from supervisor.errors import (
     HandshakeError,
     ProtocolRefused,
     SessionClosed,
-    SessionCrashed,
     SessionFailed,
     SupervisorError,
 )
@@ -535,8 +534,3 @@ class SessionActor(pykka.ThreadingActor):
 def _tell_if_alive(ref: pykka.ActorRef[Any], message: Any) -> None:
     with contextlib.suppress(pykka.ActorDeadError):  # the session ended meanwhile
         ref.tell(message)
-
-
-def crash_error(error: BaseException) -> SessionCrashed:
-    """The error a crashed session's commands fail with when it is not restarted."""
-    return SessionCrashed(f"session actor crashed: {error!r}")

@@ -19,7 +19,7 @@ from supervisor._logging import get_logger
 from supervisor._record import SessionRecord, fail_command
 from supervisor._session_actor import SessionActor
 from supervisor._timer import Scheduler
-from supervisor.errors import SessionClosed, SessionFailed
+from supervisor.errors import SessionClosed, SessionCrashed
 from supervisor.messages import SessionStatus
 from supervisor.policy import RestartBudget, RestartPolicy
 
@@ -144,7 +144,7 @@ class SupervisorActor(pykka.ThreadingActor):
             self._scheduler.call_later(delay, lambda: ref.tell(StartSuccessor(session_id)))
             return
         reason = f"{self._budget_exhausted(error)} (actor crashed)"
-        failure = SessionFailed(reason)
+        failure = SessionCrashed(reason)
         for command in child.record.end(failure):
             fail_command(command, failure)
         child.record.snapshot = replace(child.record.snapshot, status=SessionStatus.FAILED,

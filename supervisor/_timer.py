@@ -17,37 +17,25 @@ from supervisor._logging import get_logger
 _log = get_logger(__name__)
 
 
-class TimerHandle:
-    """Internal: cancels one scheduled call."""
-
-    __slots__ = ("cancelled",)
-
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class Scheduler:
     """Internal: runs short callbacks after a delay, in one daemon thread."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._heap: list[tuple[float, int, TimerHandle, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="supervisor-timer", daemon=True)
         self._thread.start()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        handle = TimerHandle()
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay`` seconds. Not cancellable: receivers
+        ignore a call that came too late (stale generation or loss number)."""
         with self._cond:
             heapq.heappush(self._heap,
-                           (self._clock() + max(delay, 0.0), next(self._order), handle, callback))
+                           (self._clock() + max(delay, 0.0), next(self._order), callback))
             self._cond.notify()
-        return handle
 
     def stop(self) -> None:
         with self._cond:
@@ -68,9 +56,8 @@ class Scheduler:
                     self._cond.wait(due)
                 if self._stopped:
                     return
-                _, _, handle, callback = heapq.heappop(self._heap)
-            if not handle.cancelled:
-                try:
-                    callback()
-                except Exception:  # noqa: BLE001 - a failed callback must not stop every later restart
-                    _log.exception("scheduled_callback_failed")
+                _, _, callback = heapq.heappop(self._heap)
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a failed callback must not stop every later restart
+                _log.exception("scheduled_callback_failed")

@@ -66,5 +66,5 @@ class ProtocolRefused(SupervisorError):
         self.message = message
 
 
-class SessionCrashed(SupervisorError):
-    """The session's actor raised; it is being restarted or has failed."""
+class SessionCrashed(SessionFailed):
+    """The supervisor gave up on a session whose actor kept crashing."""

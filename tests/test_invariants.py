@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pykka
 import pytest
 from recording_server import RecordingServer, header_values
 from support import SESSION_HEADER, EventLog, echo, fast_policy, handshakes_of, wait_until
@@ -17,7 +16,6 @@ from support import SESSION_HEADER, EventLog, echo, fast_policy, handshakes_of, 
 from supervisor import (
     Event,
     OutboxFull,
-    RestartPolicy,
     Session,
     SessionClosed,
     SessionFailed,
@@ -435,5 +433,3 @@ def _actor_of(session: Session) -> Any:
 def _inbox_of(session: Session) -> Any:
     return _actor_of(session).actor_inbox
 
-
-_ = (RestartPolicy, pykka)
