@@ -9,6 +9,7 @@ whatever the application's structlog or logging setup is.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -17,12 +18,28 @@ import structlog
 logging.getLogger("supervisor").addHandler(logging.NullHandler())
 
 REDACTED = "[redacted]"
-_SECRET_WORDS = ("cookie", "token", "authorization", "password", "secret", "credential")
+SECRET_NAME = re.compile(
+    r"auth|cookie|token|passw|secret|credential|signature|api[-_]?key|private[-_]?key"
+    r"|(?:^|[-_])(?:key|sig|jwt|sid)(?:$|[-_])",
+    re.IGNORECASE)
+"""Names (log keys, header names, URL query parameters) whose values are secrets.
+
+By pattern, not by list: ``X-Api-Key``, ``access_token``, ``Proxy-Authorization``,
+``X-Auth-Token``, ``client_secret`` and ``Set-Cookie`` all match.
+"""
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 
 
 def _is_secret(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    return SECRET_NAME.search(name) is not None
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the values of secret-named URL query parameters redacted."""
+    if "=" not in text:
+        return text
+    return _QUERY_PARAM.sub(
+        lambda m: f"{m[1]}{m[2]}={REDACTED}" if _is_secret(m[2]) else m[0], text)
 
 
 def _redact(value: Any) -> Any:
@@ -34,13 +51,17 @@ def _redact(value: Any) -> Any:
         if len(value) == 2 and isinstance(value[0], str) and _is_secret(value[0]):
             return (value[0], REDACTED)
         return type(value)(_redact(item) for item in value)
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, BaseException):
+        return redact_text(repr(value))
     return value
 
 
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: hide cookies, tokens, passwords and Authorization values."""
+    """structlog processor: hide credentials by name: keys, header pairs, URL query values."""
     for key, value in list(event_dict.items()):
         if key == "event":
             continue

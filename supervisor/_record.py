@@ -22,6 +22,7 @@ from supervisor.messages import Chat, Close, Resume, Send, SessionState, Session
 from supervisor.spec import SessionSpec
 
 if TYPE_CHECKING:
+    from supervisor._transport import Connection
     from supervisor.errors import SupervisorError
 
 Command = Resume | Send | Chat | Close
@@ -44,6 +45,9 @@ class SessionRecord:
         self.handshakes = 0
         self.stale_frames_dropped = 0
         self.malformed_frames = 0
+        self.oversized_messages = 0
+        self.connection: Connection | None = None
+        """The live connection, read by ``Session.state()`` for its inbound backlog."""
         self.snapshot = SessionState(
             session_id=spec.session_id, thread_id=spec.thread_id, connected_thread_id=None,
             generation=0, status=SessionStatus.CONNECTING, restarts=0)

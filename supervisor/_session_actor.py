@@ -39,10 +39,13 @@ from supervisor._transport import (
     OpenFailed,
     Received,
     Report,
+    TransportOptions,
+    Written,
 )
 from supervisor.errors import (
     ConnectionLost,
     HandshakeError,
+    MessageTooBig,
     ProtocolRefused,
     SessionClosed,
     SessionFailed,
@@ -164,6 +167,9 @@ class SessionActor(pykka.ThreadingActor):
         match message:
             case Received(generation, data):
                 self._on_frame(generation, data)
+            case Written(generation, token):
+                if generation == self._record.generation:
+                    self._outbox.written(token)
             case Resume():
                 self._on_resume(message)
             case Send() | Chat():
@@ -232,10 +238,11 @@ class SessionActor(pykka.ThreadingActor):
         conn, codec = self._conn, self._codec
         # Behind queued commands a new one waits its turn, so order holds.
         if (self._status is SessionStatus.CONNECTED and conn is not None and codec is not None
-                and not self._outbox
-                and self._outbox.write(command, conn, codec, self._conn_thread)):
+                and self._outbox.can_write_now()):
+            self._outbox.write(command, conn, codec, self._conn_thread)
             return
         self._outbox.enqueue(command)
+        self._publish()
 
     def _on_close(self, command: Close) -> None:
         if self._status is SessionStatus.CLOSED:
@@ -267,8 +274,9 @@ class SessionActor(pykka.ThreadingActor):
         self._protocol_session_used = True
         codec = make_codec(self._spec.protocol_config, identity, confirm_resume=confirm_resume)
         conn = Connection(codec, record.generation, self._report, self._admission,
-                          self._spec.connect_timeout, self._spec.verify_tls)
+                          TransportOptions.from_spec(self._spec))
         self._conn, self._codec, self._conn_thread = conn, codec, record.thread_id
+        record.connection = conn
         self._in_flight, self._reconnect_wanted, self._deadline_error = True, False, None
         self._status = SessionStatus.CONNECTING
         self._connect_started = time.monotonic()
@@ -368,6 +376,8 @@ class SessionActor(pykka.ThreadingActor):
     def _lose(self, error: Exception | None, *, clean: bool) -> None:
         """The live connection is gone: ask the supervisor whether and when to restart."""
         uptime = None if self._connected_at is None else time.monotonic() - self._connected_at
+        if isinstance(error, MessageTooBig):
+            self._record.oversized_messages += 1
         self._drop_connection(graceful=False)
         self._losses += 1
         self._status = SessionStatus.BACKOFF
@@ -390,6 +400,7 @@ class SessionActor(pykka.ThreadingActor):
     def _drop_connection(self, *, graceful: bool) -> None:
         conn, codec = self._conn, self._codec
         self._conn = self._codec = None
+        self._record.connection = None
         self._connected_at = None
         # The server may or may not have handled what it did not answer: never re-send.
         self._outbox.connection_gone(ConnectionLost("connection closed before the server answered"))
@@ -407,9 +418,14 @@ class SessionActor(pykka.ThreadingActor):
             self._record.stale_frames_dropped += 1
             self._publish()  # rare: only around a Resume or a reconnect
             return
-        self._apply(self._codec.received(data))
+        conn = self._conn
+        try:
+            self._apply(self._codec.received(data))
+        finally:
+            if conn is not None:  # credit back: the reader may read on
+                conn.consumed(len(data))
 
-    def _apply(self, actions: list[Action]) -> None:  # noqa: PLR0912 - one flat dispatch
+    def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
                 case Inbound(name, data, ack_id):
@@ -421,10 +437,7 @@ class SessionActor(pykka.ThreadingActor):
                 case Acked(ack_id, data):
                     self._outbox.acked(ack_id, data)
                 case Outbound(frame) if self._conn is not None:
-                    try:
-                        self._conn.send(frame)
-                    except ConnectionLost:
-                        return  # the reader reports the loss
+                    self._conn.send(frame)
                 case Ready():
                     self._on_ready(action)
                 case Refused(message):
@@ -458,10 +471,7 @@ class SessionActor(pykka.ThreadingActor):
         answer = self._callbacks.answer(self._log, event)
         assert self._codec is not None
         assert self._conn is not None
-        try:
-            self._conn.send(self._codec.encode_ack(ack_id, answer))
-        except ConnectionLost:
-            return  # the reader reports the loss
+        self._conn.send(self._codec.encode_ack(ack_id, answer))
 
     # --- endings ------------------------------------------------------------------
 
@@ -526,6 +536,7 @@ class SessionActor(pykka.ThreadingActor):
             malformed_frames=record.malformed_frames,
             handshakes=record.handshakes,
             last_backoff=self._last_backoff,
+            oversized_messages=record.oversized_messages,
         )
 
 

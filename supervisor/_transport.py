@@ -1,58 +1,88 @@
-"""The transport: one websocket-client connection and its reader thread (internal).
+"""The transport: one WebSocket connection, its reader and its writer (internal).
 
-It owns websocket-client and nothing else. It never touches session state: it
-reports to the session actor through ``report`` (the actor's ``tell``), every
-report stamped with the generation the connection was opened for.
+It never touches session state: it reports to the session actor through
+``report`` (the actor's ``tell``), every report stamped with the generation the
+connection was opened for. It bounds everything a peer can make it hold (I9):
+
+* the handshake (admission aside) runs inside ``connect_timeout``, Chainlit
+  version detection included, and ``abort()`` interrupts it;
+* ``send()`` never blocks: frames go to a bounded write buffer that a writer
+  thread drains; a write that does not finish within ``write_timeout`` ends
+  the connection as broken;
+* the reader stops reading while ``inbound_max_frames`` or
+  ``inbound_max_bytes`` of reported frames are not yet ``consumed()``, so TCP
+  pushes back on a flooding server;
+* a message over ``max_message_bytes`` ends the connection, refused on the
+  frame header before its payload is kept;
+* redirects are refused unless ``follow_redirects``, and even then followed
+  only within the same origin (scheme, host, port), so no credential ever
+  leaves its origin (I10).
+
+The framing (``_frames``) and HTTP (``_http``) helpers are pure or
+deadline-bound; this module owns the threads. Threads become greenlets under
+gevent's monkey-patching, unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
-import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import websocket
-import websocket._handshake as _ws_handshake
-
+from supervisor import _frames as frames
 from supervisor._admission import Admission, AdmissionCancelled
-from supervisor._http import detect_chainlit_version
-from supervisor.errors import ConnectionLost, HandshakeError, HandshakeRefused
-from supervisor.protocols.base import Codec
+from supervisor._http import Origin, TlsOptions, lookup_chainlit_version, upgrade
+from supervisor.errors import (
+    ConnectionLost,
+    HandshakeError,
+    HandshakeRedirected,
+    MessageTooBig,
+)
+from supervisor.protocols.base import Codec, VersionLookup
 
-
-class _NoCookieJar(websocket._cookiejar.SimpleCookieJar):
-    """A jar that keeps nothing: cookies travel only in each session's own handshake.
-
-    websocket-client stores every ``Set-Cookie`` with a domain in one
-    process-wide jar and adds it to every later handshake to that host, so a
-    cookie set for one session would be sent by all the others (I8).
-    """
-
-    def add(self, set_cookie: str | None) -> None:
-        return None
-
-    def set(self, set_cookie: str) -> None:
-        return None
-
-    def get(self, host: str) -> str:
-        return ""
-
-
-def isolate_cookies() -> None:
-    """Replace websocket-client's process-wide cookie jar with one that keeps nothing."""
-    if not isinstance(_ws_handshake.CookieJar, _NoCookieJar):
-        _ws_handshake.CookieJar = _NoCookieJar()
-
-
-isolate_cookies()
+if TYPE_CHECKING:
+    from supervisor.spec import SessionSpec
 
 _CLEAN_CLOSE_CODES = frozenset({1000, 1001})
+MAX_REDIRECTS = 3
+"""Same-origin redirects followed per handshake (with ``follow_redirects``)."""
+_READ_CHUNK = 64 * 1024
+_WRITE_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """The bounds and TLS settings of one connection (see ``SessionSpec`` for each)."""
+
+    connect_timeout: float = 10.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+    follow_redirects: bool = False
+    write_timeout: float = 10.0
+    write_buffer_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024
+    inbound_max_frames: int = 1000
+    inbound_max_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_spec(cls, spec: SessionSpec) -> TransportOptions:
+        return cls(connect_timeout=spec.connect_timeout, verify_tls=spec.verify_tls,
+                   ca_file=spec.ca_file, follow_redirects=spec.follow_redirects,
+                   write_timeout=spec.write_timeout,
+                   write_buffer_bytes=spec.write_buffer_bytes,
+                   max_message_bytes=spec.max_message_bytes,
+                   inbound_max_frames=spec.inbound_max_frames,
+                   inbound_max_bytes=spec.inbound_max_bytes)
+
+    @property
+    def tls(self) -> TlsOptions:
+        return TlsOptions(self.verify_tls, self.ca_file)
 
 
 # --- reports to the session actor (internal messages) ----------------------------
@@ -88,97 +118,193 @@ class OpenFailed:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """Internal: one text (str) or binary (bytes) frame on ``generation``."""
+    """Internal: one text (str) or binary (bytes) frame on ``generation``.
+
+    The driver answers each with ``Connection.consumed(len(data))``.
+    """
 
     generation: int
     data: str | bytes
 
 
 @dataclass(frozen=True, slots=True)
+class Written:
+    """Internal: the frame sent with ``token`` was fully written to the socket."""
+
+    generation: int
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
 class Ended:
-    """Internal: the connection of ``generation`` ended; ``clean``: closed normally by the peer."""
+    """Internal: the connection of ``generation`` ended; ``clean``: closed normally by the peer.
+
+    Reported after every ``Written`` of that connection.
+    """
 
     generation: int
     error: Exception | None
     clean: bool
 
 
-Report = Admitted | Opened | OpenFailed | Received | Ended
+Report = Admitted | Opened | OpenFailed | Received | Written | Ended
+
+_SHUTDOWN = object()
+"""Write-queue marker: everything before it is written; shut the socket down."""
 
 
 class Connection:
-    """Internal: one connection attempt and, if it opens, its reader loop.
+    """Internal: one connection attempt and, once open, its reader and writer threads."""
 
-    Connect and reads run in the connection's own thread, so the actor's
-    mailbox never blocks on the network.
-    """
-
-    def __init__(self, codec: Codec, generation: int,
-                 report: Callable[[Report], None], admission: Admission,
-                 connect_timeout: float, verify_tls: bool = True) -> None:
+    def __init__(self, codec: Codec, generation: int, report: Callable[[Report], None],
+                 admission: Admission, options: TransportOptions) -> None:
         self.generation = generation
         self._codec = codec
         self._report = report
         self._admission = admission
-        self._connect_timeout = connect_timeout
-        self._verify_tls = verify_tls
+        self._options = options
+        self._lock = threading.Lock()
+        self._writable = threading.Condition(self._lock)
+        self._credit = threading.Condition(self._lock)
+        # Everything below is guarded by _lock.
+        self._writes: deque[tuple[bytes | object, object | None]] = deque()
+        self._write_bytes = 0
+        self._backlog_frames = 0
+        self._backlog_bytes = 0
+        self._sock: socket.socket | None = None
+        """The socket an abort must shut down (version lookup, then the WebSocket)."""
+        self._writer: threading.Thread | None = None
+        self._by_us = False
+        """close() or abort() was called: the end is ours, reported without an error."""
+        self._over = False
+        """The reader finished (or is finishing): nothing more will be written."""
+        self._error: Exception | None = None
+        """The first failure seen by the writer, reported by the reader in ``Ended``."""
         self._cancelled = threading.Event()
         self._admitted_at = 0.0
-        self._ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"ws-gen{generation}")
+
+    # --- the driver's side (never blocks, never raises) ----------------------------
 
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, frame: str | bytes) -> None:
-        """Write one frame from the actor's thread; raise ``ConnectionLost`` if it fails."""
-        opcode = websocket.ABNF.OPCODE_TEXT if isinstance(frame, str) else \
-            websocket.ABNF.OPCODE_BINARY
-        try:
-            self._ws.send(frame, opcode)
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ConnectionLost(f"send failed: {exc}") from exc
+    def send(self, frame: str | bytes, token: object | None = None) -> None:
+        """Queue one frame; ``Written(generation, token)`` follows once it is written."""
+        if isinstance(frame, str):
+            data = frames.encode_frame(frames.OP_TEXT, frame.encode("utf-8"))
+        else:
+            data = frames.encode_frame(frames.OP_BINARY, bytes(frame))
+        self._enqueue(data, token)
+
+    def consumed(self, nbytes: int) -> None:
+        """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back."""
+        with self._lock:
+            self._backlog_frames = max(0, self._backlog_frames - 1)
+            self._backlog_bytes = max(0, self._backlog_bytes - nbytes)
+            self._credit.notify()
+
+    @property
+    def inbound_backlog(self) -> int:
+        """Frames reported and not yet consumed."""
+        return self._backlog_frames
+
+    @property
+    def inbound_backlog_bytes(self) -> int:
+        """Bytes (``len`` of each frame's data) reported and not yet consumed."""
+        return self._backlog_bytes
+
+    @property
+    def write_backlog_bytes(self) -> int:
+        """Bytes queued for the writer and not yet written."""
+        return self._write_bytes
 
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
-        """Write ``last_frames`` and a close frame (best effort), then stop the reader."""
-        self._cancelled.set()
-        try:
-            for frame in last_frames:
-                self.send(frame)
-            if self._ws.connected:
-                self._ws.send_close()
-        except (OSError, websocket.WebSocketException, ConnectionLost):
-            pass  # the peer is gone already; shutting down below is all that is left
-        self._shutdown()
+        """Write ``last_frames`` and a close frame (bounded by ``write_timeout``), then stop."""
+        with self._lock:
+            opened = self._writer is not None
+        if not opened:
+            self.abort()
+            return
+        for frame in last_frames:
+            self.send(frame)
+        self._enqueue(frames.encode_frame(frames.OP_CLOSE,
+                                          frames.close_payload(frames.CLOSE_NORMAL)), None)
+        with self._lock:
+            self._by_us = True
+            self._writes.append((_SHUTDOWN, None))
+            self._writable.notify()
+            self._credit.notify()  # a reader waiting for credit goes on to drain and end
 
     def abort(self) -> None:
         """Stop at once, mid-handshake included: no close frame."""
         self._cancelled.set()
         self._admission.wake_all()
-        self._shutdown()
+        with self._lock:
+            self._by_us = True
+            sock = self._sock
+            self._writable.notify_all()
+            self._credit.notify_all()
+        _shutdown(sock)
 
-    def _shutdown(self) -> None:
-        # websocket-client's abort() does nothing after send_close() or during
-        # the handshake (it checks ``connected``); shutting the socket down
-        # wakes a blocked reader in every case.
-        sock = self._ws.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed by the peer
-                sock.shutdown(socket.SHUT_RDWR)
+    # --- internals -----------------------------------------------------------------
+
+    def _enqueue(self, data: bytes, token: object | None) -> None:
+        with self._lock:
+            if self._by_us or self._over or self._error is not None:
+                return  # the connection is ending; the driver hears it from Ended
+            if self._write_bytes + len(data) > self._options.write_buffer_bytes \
+                    and self._writes:
+                overflow = True
+            else:
+                overflow = False
+                self._writes.append((data, token))
+                self._write_bytes += len(data)
+                self._writable.notify()
+        if overflow:
+            self._fail(ConnectionLost(
+                f"write buffer over {self._options.write_buffer_bytes} bytes: "
+                "the server is not reading"))
+
+    def _fail(self, error: Exception) -> None:
+        """A write failed: the reader ends the connection and reports ``error``."""
+        with self._lock:
+            if self._error is None:
+                self._error = error
+            sock = self._sock
+            self._writable.notify_all()
+            self._credit.notify_all()
+        _shutdown(sock)
+
+    def _register(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+        if sock is not None and self._cancelled.is_set():
+            _shutdown(sock)  # aborted while the socket was being made
 
     def _run(self) -> None:
         try:
-            self._open()
+            sock, rest, headers = self._open()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
-            self._ws.shutdown()  # type: ignore[no-untyped-call]
-            self._report(OpenFailed(self.generation, _handshake_error(exc)))
+            with self._lock:
+                leftover, self._sock = self._sock, None
+            if leftover is not None:
+                leftover.close()
+            error = HandshakeError("handshake aborted") if self._cancelled.is_set() \
+                else _handshake_error(exc)
+            self._report(OpenFailed(self.generation, error))
             return
-        self._report(Opened(self.generation, self, dict(self._ws.getheaders() or {}),
-                            self._admitted_at, time.monotonic()))
-        self._read()
+        writer = threading.Thread(target=self._write_loop, args=(sock,), daemon=True,
+                                  name=f"ws-gen{self.generation}-writer")
+        with self._lock:
+            self._writer = writer
+        writer.start()
+        self._report(Opened(self.generation, self, headers, self._admitted_at,
+                            time.monotonic()))
+        self._read_loop(sock, rest)
 
-    def _open(self) -> None:
+    def _open(self) -> tuple[socket.socket, bytes, dict[str, str]]:
         try:
             self._admission.acquire(self._cancelled)
         except AdmissionCancelled:
@@ -186,72 +312,230 @@ class Connection:
             raise HandshakeError(msg) from None
         self._admitted_at = time.monotonic()
         self._report(Admitted(self.generation))
+        # One deadline for everything from here: detection, TCP, TLS, upgrade.
+        deadline = self._admitted_at + self._options.connect_timeout
         try:
-            # Version detection (Chainlit "auto") is I/O: it runs here, not in the codec.
-            handshake = self._codec.handshake(detect_chainlit_version)
-            # An abort during that, or during the TCP connect below (before
-            # websocket-client exposes the socket), is seen here and after it.
+            handshake = self._codec.handshake(self._version_lookup(deadline))
             self._check_cancelled()
-            options: dict[str, Any] = {
-                "header": [f"{name}: {value}" for name, value in handshake.headers],
-                "timeout": self._connect_timeout,
-            }
+            headers = list(handshake.headers)
             if (cookie := handshake.cookie_header()) is not None:
-                options["cookie"] = cookie
-            if not self._verify_tls:
-                options["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-            self._ws.connect(handshake.url, **options)  # type: ignore[no-untyped-call]
+                headers.append(("Cookie", cookie))
+            url = handshake.url
+            for hop in range(MAX_REDIRECTS + 1):
+                try:
+                    sock, response = upgrade(url, headers, deadline, self._options.tls,
+                                             self._register)
+                    break
+                except HandshakeRedirected as redirect:
+                    target = same_origin_target(url, redirect.location)
+                    if not self._options.follow_redirects or target is None \
+                            or hop == MAX_REDIRECTS:
+                        raise
+                    url = target
             self._check_cancelled()
         finally:
             self._admission.release()
-        # The connect timeout bounds the handshake; reads wait for as long as
-        # the connection lives (the actor or the peer ends it).
-        self._ws.settimeout(None)
+        sock.settimeout(max(0.05, self._options.write_timeout / 2))
+        return sock, response.rest, response.headers
+
+    def _version_lookup(self, deadline: float) -> VersionLookup:
+        tls = self._options.tls
+
+        def lookup(base: str) -> str:
+            return lookup_chainlit_version(base, deadline, tls, self._register)
+
+        return lookup
 
     def _check_cancelled(self) -> None:
         if self._cancelled.is_set():
             msg = "handshake aborted"
             raise HandshakeError(msg)
 
-    def _read(self) -> None:
+    # --- writer thread ---------------------------------------------------------------
+
+    def _write_loop(self, sock: socket.socket) -> None:
+        while True:
+            with self._lock:
+                while not self._writes and not self._writer_done():
+                    self._writable.wait()
+                if self._writer_done():
+                    return
+                data, token = self._writes.popleft()
+                if isinstance(data, bytes):
+                    self._write_bytes -= len(data)
+            if not isinstance(data, bytes):  # _SHUTDOWN: the close frame is out
+                _shutdown(sock)
+                return
+            try:
+                self._write(sock, data)
+            except Exception as exc:  # noqa: BLE001 - any write failure breaks the connection
+                error = exc if isinstance(exc, ConnectionLost) else \
+                    ConnectionLost(f"write failed: {exc or type(exc).__name__}")
+                if error is not exc:
+                    error.__cause__ = exc
+                self._fail(error)
+                return
+            if token is not None:
+                self._report(Written(self.generation, token))
+
+    def _writer_done(self) -> bool:
+        # Once the reader is over, only a close frame it queued is still written.
+        return (self._error is not None or self._cancelled.is_set()
+                or (self._over and not self._writes))
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        timeout = self._options.write_timeout
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        sent = 0
+        while sent < len(view):
+            with contextlib.suppress(TimeoutError):  # one socket tick; the deadline decides
+                sent += sock.send(view[sent:sent + _WRITE_CHUNK])
+            if sent < len(view) and time.monotonic() >= deadline:
+                msg = (f"write stalled: {len(view) - sent} of {len(view)} bytes not written "
+                       f"within {timeout:g}s (write_timeout); the server is not reading")
+                raise ConnectionLost(msg)
+            if self._cancelled.is_set():
+                msg = "aborted while writing"
+                raise ConnectionLost(msg)
+
+    # --- reader thread ---------------------------------------------------------------
+
+    def _read_loop(self, sock: socket.socket, rest: bytes) -> None:
+        decoder = frames.FrameDecoder(self._options.max_message_bytes)
+        decoder.feed(rest)
         error: Exception | None = None
         clean = False
-        autoreply = self._codec.autoreply
         try:
             while True:
-                opcode, data = self._ws.recv_data()
-                if opcode == websocket.ABNF.OPCODE_TEXT:
-                    text = data.decode("utf-8", "replace")
-                    if (reply := autoreply(text)) is not None:
-                        # Heartbeats are answered here, not in the mailbox, so a
-                        # busy actor never misses the server's ping timeout.
-                        self._ws.send(reply)
-                        continue
-                    self._report(Received(self.generation, text))
-                elif opcode == websocket.ABNF.OPCODE_BINARY:
-                    self._report(Received(self.generation, bytes(data)))
-                elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+                self._await_credit()
+                if self._error is not None:
+                    break  # the writer failed; it set the error Ended reports
+                message = decoder.next_message()
+                if message is None:
+                    try:
+                        chunk = sock.recv(_READ_CHUNK)
+                    except TimeoutError:
+                        if self._cancelled.is_set() or self._error is not None:
+                            break
+                        continue  # idle: the timeout is the writer's tick
+                    if not chunk:
+                        error = ConnectionLost("the server closed the TCP connection "
+                                               "without a close frame")
+                        break
+                    decoder.feed(chunk)
+                    continue
+                if message.opcode == frames.OP_CLOSE:
+                    code = frames.close_code(message.payload)
                     clean = code in _CLEAN_CLOSE_CODES
                     if not clean:
                         error = ConnectionLost(f"server closed the connection with code {code}")
+                    self._close_with(code if clean else frames.CLOSE_NORMAL)
                     break
+                self._dispatch(message)
+        except frames.FrameTooBig as exc:
+            error = MessageTooBig(exc.announced, exc.limit)
+            self._close_with(exc.code)
+        except frames.FrameError as exc:
+            error = ConnectionLost(f"protocol violation by the server: {exc}")
+            self._close_with(exc.code)
         except Exception as exc:  # noqa: BLE001 - every way a read ends is reported
-            if not self._cancelled.is_set():
-                error = ConnectionLost(f"connection lost: {exc or type(exc).__name__}")
-                error.__cause__ = exc
-        finally:
-            self._ws.shutdown()  # type: ignore[no-untyped-call]
-        self._report(Ended(self.generation, error, clean))
+            error = ConnectionLost(f"connection lost: {exc or type(exc).__name__}")
+            error.__cause__ = exc
+        self._finish(sock, error, clean=clean)
+
+    def _dispatch(self, message: frames.Message) -> None:
+        if message.opcode == frames.OP_PING:
+            self._enqueue(frames.encode_frame(frames.OP_PONG, message.payload), None)
+            return
+        if message.opcode == frames.OP_PONG:
+            return
+        data: str | bytes
+        if message.opcode == frames.OP_TEXT:
+            data = message.payload.decode("utf-8", "replace")
+            if (reply := self._codec.autoreply(data)) is not None:
+                # Heartbeats are answered here, not in the mailbox, so a busy
+                # actor never misses the server's ping timeout.
+                self.send(reply)
+                return
+        else:
+            data = message.payload
+        with self._lock:
+            if self._by_us:
+                return  # closing: nobody wants it, and it must not hold the reader
+            self._backlog_frames += 1
+            self._backlog_bytes += len(data)
+        self._report(Received(self.generation, data))
+
+    def _await_credit(self) -> None:
+        """Block while the driver has too many frames or bytes unconsumed (TCP pushes back)."""
+        options = self._options
+        with self._lock:
+            while ((self._backlog_frames >= options.inbound_max_frames
+                    or self._backlog_bytes >= options.inbound_max_bytes)
+                   and not self._by_us and self._error is None):
+                self._credit.wait()
+
+    def _close_with(self, code: int) -> None:
+        """Say why before hanging up: drop unwritten frames, write a close frame, stop."""
+        close = frames.encode_frame(frames.OP_CLOSE, frames.close_payload(code))
+        with self._lock:
+            if self._by_us or self._error is not None:
+                return
+            self._writes.clear()
+            self._write_bytes = 0
+            self._writes.extend(((close, None), (_SHUTDOWN, None)))
+            self._writable.notify()
+
+    def _finish(self, sock: socket.socket, error: Exception | None, *, clean: bool) -> None:
+        with self._lock:
+            self._over = True
+            writer = self._writer
+            by_us = self._by_us
+            if self._error is not None:
+                error, clean = self._error, False
+            if not by_us and self._writes and self._writes[-1][0] is not _SHUTDOWN:
+                self._writes.clear()  # the peer is gone: unwritten frames stay unwritten
+                self._write_bytes = 0
+            self._writable.notify_all()
+        if writer is not None:
+            # A close frame queued just now gets its chance, bounded; then Ended
+            # follows every Written of this connection.
+            writer.join(timeout=self._options.write_timeout * 1.5 + 0.1)
+        _shutdown(sock)
+        sock.close()
+        self._report(Ended(self.generation, None if by_us else error, clean))
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    # Shutting the socket down wakes a thread blocked reading or writing it.
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def same_origin_target(current: str, location: str) -> str | None:
+    """The absolute WebSocket URL a redirect points to, if it keeps the origin; else None.
+
+    Same origin means same scheme family (so never down from TLS), host and
+    port: the session's headers and cookies may go there, and nowhere else.
+    """
+    if not location or any(ord(char) < 33 or 127 <= ord(char) < 160 for char in location):
+        return None
+    parts = urlsplit(urljoin(current, location))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme.lower())
+    target = urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+    try:
+        if Origin.of(target) != Origin.of(current):
+            return None
+    except ValueError:
+        return None
+    return target
 
 
 def _handshake_error(exc: Exception) -> Exception:
     if isinstance(exc, HandshakeError):
         return exc
-    if isinstance(exc, websocket.WebSocketBadStatusException):
-        refused = HandshakeRefused(exc.status_code, exc.resp_headers, exc.resp_body or b"")
-        refused.__cause__ = exc
-        return refused
     error = HandshakeError(f"handshake failed: {exc or type(exc).__name__}")
     error.__cause__ = exc
     return error

@@ -68,3 +68,28 @@ class ProtocolRefused(SupervisorError):
 
 class SessionCrashed(SessionFailed):
     """The supervisor gave up on a session whose actor kept crashing."""
+
+
+class HandshakeRedirected(HandshakeRefused):
+    """The server answered the upgrade with a redirect, which was not followed.
+
+    Redirects are refused by default so no header, cookie or token ever reaches
+    another origin (I10); ``location`` says where the server pointed.
+    """
+
+    def __init__(self, status_code: int, headers: Mapping[str, str] | None = None,
+                 location: str = "") -> None:
+        super().__init__(status_code, headers)
+        self.location = location
+        self.args = (f"handshake redirected with HTTP {status_code} to {location!r} "
+                     "(redirects are not followed across origins, nor by default)",)
+
+
+class MessageTooBig(ConnectionLost):
+    """The peer announced a message over ``limit`` bytes; the connection was ended."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the server sent a message of {size} bytes or more, over the "
+                         f"{limit}-byte limit (max_message_bytes)")
+        self.size = size
+        self.limit = limit

@@ -93,6 +93,12 @@ class SessionState:
     """Handshakes this session started."""
     last_backoff: float | None = None
     """The delay before the latest scheduled restart, in seconds."""
+    inbound_backlog: int = 0
+    """Inbound frames received and not yet handled (the reader pauses at the bound)."""
+    inbound_backlog_bytes: int = 0
+    """Bytes of those frames."""
+    oversized_messages: int = 0
+    """Connections ended because the server sent a message over ``max_message_bytes``."""
 
 
 class LifecycleKind(enum.Enum):

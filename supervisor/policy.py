@@ -53,8 +53,9 @@ class RestartPolicy:
     max_restarts: int = 20
     """Restarts allowed within ``restart_window``; one more fails the session."""
     restart_window: float = 60.0
-    fatal_statuses: frozenset[int] = frozenset({401, 403})
-    """Handshake refusals that fail the session at once instead of retrying."""
+    fatal_statuses: frozenset[int] = frozenset({301, 302, 303, 307, 308, 401, 403, 431})
+    """Handshake refusals that fail the session at once instead of retrying (a refused
+    redirect or an oversized request would be refused again)."""
     max_handshakes_in_flight: int = 100
     max_handshakes_per_second: float = 500.0
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)

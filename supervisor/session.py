@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pykka
@@ -102,8 +103,12 @@ class Session:
         return reply
 
     def state(self) -> SessionState:
-        """The latest published snapshot (never waits on the actor)."""
-        return self._record.snapshot
+        """The latest published snapshot (never waits on the actor), live inbound backlog."""
+        snapshot, conn = self._record.snapshot, self._record.connection
+        if conn is None:
+            return snapshot
+        return dataclasses.replace(snapshot, inbound_backlog=conn.inbound_backlog,
+                                   inbound_backlog_bytes=conn.inbound_backlog_bytes)
 
     def __repr__(self) -> str:
         snapshot = self._record.snapshot

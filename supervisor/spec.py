@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,30 +20,52 @@ PROTOCOLS: tuple[ProtocolName, ...] = ("websocket", "socketio", "chainlit")
 
 _HEADER_NAME_FORBIDDEN = set('()<>@,;:\\"/[]?={} \t')
 
+# --- bounds on what a session sends (hostile-peer work, issue 8) --------------------
+MAX_THREAD_ID_LENGTH = 1024
+"""Longer thread ids are refused before any I/O (servers answer 431, forever)."""
+MAX_HEADER_VALUE_LENGTH = 8192
+"""Longer header or cookie values are refused before any I/O."""
+MAX_URL_LENGTH = 8192
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+"""RFC 3986 path characters: a path field can change the path, nothing else."""
 
-def check_value(value: str, what: str) -> str:
-    """Refuse CR, LF and every other control character but tab (I8).
+
+def check_value(value: str, what: str, max_length: int | None = None) -> str:
+    """Refuse CR, LF, every other control character but tab, DEL and C1 controls (I8).
 
     A header value with CR or LF would let one session inject headers (or a
-    second request) into its handshake; refusing before any I/O keeps the
-    handshake exactly what the state says.
+    second request) into its handshake; C1 controls (U+0085 is a newline to
+    some parsers) and DEL are refused with them. Refusing before any I/O keeps
+    the handshake exactly what the state says.
     """
     if not isinstance(value, str):
         msg = f"{what} must be a str, not {type(value).__name__}"
         raise TypeError(msg)
+    if max_length is not None and len(value) > max_length:
+        msg = f"{what} is {len(value)} characters long, over the limit of {max_length}"
+        raise ValueError(msg)
     for char in value:
         code = ord(char)
-        if (code < 32 and char != "\t") or code == 127:
-            msg = f"{what} contains control character {char!r}: {value!r}"
+        if (code < 32 and char != "\t") or 127 <= code <= 159:
+            msg = f"{what} contains control character {char!r}: {value[:100]!r}"
             raise ValueError(msg)
     return value
+
+
+def check_path(path: str, what: str) -> str:
+    """A URL path field: path characters only (no query, fragment, space or ``..``)."""
+    check_value(path, what, MAX_URL_LENGTH)
+    if not _PATH_CHARS.fullmatch(path) or ".." in path.split("/"):
+        msg = f"{what} must be a plain URL path, got {path!r}"
+        raise ValueError(msg)
+    return path
 
 
 def check_thread_id(thread_id: str | None) -> str | None:
     """Validate a thread id for a handshake; None means a new conversation."""
     if thread_id is None:
         return None
-    check_value(thread_id, "thread id")
+    check_value(thread_id, "thread id", MAX_THREAD_ID_LENGTH)
     if not thread_id:
         msg = "thread id must not be empty (use None for a new conversation)"
         raise ValueError(msg)
@@ -106,6 +130,21 @@ class SessionSpec:
 
     Turn off for apps without ``@cl.on_chat_resume`` (they never answer; the
     resume would end in the connect timeout)."""
+    # --- bounds against hostile or unhealthy peers, and TLS (issue 8) ------------------
+    write_timeout: float = 10.0
+    """Seconds one frame may take to write; a peer that stops reading breaks the connection."""
+    write_buffer_bytes: int = 64 * 1024 * 1024
+    """Bytes queued for writing at most; past it the connection is ended as broken."""
+    max_message_bytes: int = 16 * 1024 * 1024
+    """Largest inbound message (fragments joined); a bigger one ends the connection."""
+    inbound_max_frames: int = 1000
+    """Inbound frames not yet handled at most; then the transport stops reading."""
+    inbound_max_bytes: int = 16 * 1024 * 1024
+    """Inbound bytes not yet handled at most; then the transport stops reading."""
+    ca_file: str | None = None
+    """A PEM file of CA certificates to verify ``wss://`` servers with (instead of the system's)."""
+    follow_redirects: bool = False
+    """Follow a redirected upgrade, within the same origin only (scheme, host, port)."""
     protocol_config: ProtocolConfig = field(init=False, repr=False, compare=False)
     """What the codecs read of this spec (computed; the protocol layer never sees the spec)."""
 
@@ -113,7 +152,15 @@ class SessionSpec:
         if self.protocol not in PROTOCOLS:
             msg = f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}"
             raise ValueError(msg)
-        parts = urlsplit(check_value(self.url, "url"))
+        parts = urlsplit(check_value(self.url, "url", MAX_URL_LENGTH))
+        if any(char.isspace() for char in self.url):
+            msg = f"url must not contain whitespace: {self.url!r}"
+            raise ValueError(msg)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            msg = f"url has an invalid port: {self.url!r}"
+            raise ValueError(msg) from exc
         # Socket.IO servers are usually named by their HTTP base URL.
         schemes = ("ws", "wss") if self.protocol == "websocket" else ("ws", "wss", "http", "https")
         if parts.scheme not in schemes or not parts.hostname:
@@ -133,10 +180,10 @@ class SessionSpec:
         _check_header_name(self.thread_header)
         for name, value in self.headers.items():
             _check_header_name(name)
-            check_value(value, f"header {name}")
+            check_value(value, f"header {name}", MAX_HEADER_VALUE_LENGTH)
         for name, value in self.cookies.items():
-            check_value(name, "cookie name")
-            check_value(value, f"cookie {name}")
+            check_value(name, "cookie name", MAX_HEADER_VALUE_LENGTH)
+            check_value(value, f"cookie {name}", MAX_HEADER_VALUE_LENGTH)
             if any(char in name for char in "=; ") or any(char in value for char in ";"):
                 msg = f"invalid cookie {name!r}={value!r}"
                 raise ValueError(msg)
@@ -147,6 +194,7 @@ class SessionSpec:
         if self.outbox_limit < 0:
             msg = f"outbox_limit must be zero or more, got {self.outbox_limit}"
             raise ValueError(msg)
+        self._check_bounds()
         # Freeze the mappings so a caller mutating their dict cannot change
         # identity behind the actor's back (I1).
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
@@ -158,3 +206,23 @@ class SessionSpec:
             socketio_path=self.socketio_path, namespace=self.namespace, auth=self.auth,
             chainlit_version=self.chainlit_version, client_type=self.client_type,
             user_env=tuple(self.user_env.items()), chat_profile=self.chat_profile))
+
+    def _check_bounds(self) -> None:
+        """The path fields and the transport bounds (issue 8)."""
+        if self.socketio_path is not None:
+            check_path(self.socketio_path, "socketio_path")
+        if not self.namespace.startswith("/"):
+            msg = f"namespace must start with '/', got {self.namespace!r}"
+            raise ValueError(msg)
+        check_path(self.namespace, "namespace")
+        check_value(self.session_id, "session id", MAX_THREAD_ID_LENGTH)
+        for name in ("write_timeout", "write_buffer_bytes", "max_message_bytes",
+                     "inbound_max_frames", "inbound_max_bytes"):
+            if getattr(self, name) <= 0:
+                msg = f"{name} must be positive, got {getattr(self, name)}"
+                raise ValueError(msg)
+        if self.ca_file is not None:
+            check_value(self.ca_file, "ca_file")
+            if not os.path.isfile(self.ca_file):
+                msg = f"ca_file is not a file: {self.ca_file!r}"
+                raise ValueError(msg)
