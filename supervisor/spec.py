@@ -211,9 +211,6 @@ class SessionSpec:
         """The path fields and the transport bounds (issue 8)."""
         if self.socketio_path is not None:
             check_path(self.socketio_path, "socketio_path")
-        if not self.namespace.startswith("/"):
-            msg = f"namespace must start with '/', got {self.namespace!r}"
-            raise ValueError(msg)
         check_path(self.namespace, "namespace")
         check_value(self.session_id, "session id", MAX_THREAD_ID_LENGTH)
         for name in ("write_timeout", "write_buffer_bytes", "max_message_bytes",

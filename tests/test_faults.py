@@ -1,0 +1,429 @@
+"""Hostile and unhealthy peers (issue 8): each fault is a real server on loopback.
+
+Every test asserts the typed outcome, the bound that held, and that no future
+is left pending. Classes marked ``concurrency`` also run under gevent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pykka
+import pytest
+from hostile_server import HostileServer, Peer, echo_handler
+from support import EventLog, fast_policy, wait_until
+
+from supervisor import (
+    Lifecycle,
+    LifecycleKind,
+    OutboxFull,
+    SessionFailed,
+    SessionSpec,
+    SessionStatus,
+    Supervisor,
+)
+from supervisor._http import TlsOptions, lookup_chainlit_version, upgrade
+from supervisor._transport import same_origin_target
+from supervisor.errors import HandshakeError, HandshakeRedirected
+
+KIB = 1024
+
+
+class Lifecycles:
+    """Collects ``on_lifecycle`` reports; tests wait on it."""
+
+    def __init__(self) -> None:
+        self.items: list[Lifecycle] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, item: Lifecycle) -> None:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def wait_for(self, kind: LifecycleKind, timeout: float = 10.0) -> Lifecycle:
+        with self._cond:
+            assert self._cond.wait_for(
+                lambda: any(i.kind is kind for i in self.items), timeout), self.items
+            return next(i for i in self.items if i.kind is kind)
+
+
+def settled(futures: list[pykka.Future[Any]], timeout: float) -> list[object]:
+    """Each future's value or error, failing the test if one is still pending."""
+    deadline = time.monotonic() + timeout
+    outcomes: list[object] = []
+    for future in futures:
+        try:
+            outcomes.append(future.get(timeout=max(0.0, deadline - time.monotonic())))
+        except pykka.Timeout:
+            pytest.fail(f"a future was still pending after {timeout}s")
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def redirect_to(location: str, status: int = 302) -> Any:
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        peer.sock.sendall(f"HTTP/1.1 {status} Moved\r\nLocation: {location}\r\n"
+                          "Content-Length: 0\r\n\r\n".encode())
+        peer.sock.recv(1)  # until the client hangs up
+    return handler
+
+
+def recording_echo(server_box: list[HostileServer]) -> Any:
+    def handler(peer: Peer) -> None:
+        target, headers = peer.read_request()
+        server_box[0].record(target, headers)
+        peer.accept_upgrade(headers)
+        while True:
+            opcode, payload = peer.read_frame()
+            if opcode == 0x8:
+                return
+            peer.send_frame(payload, opcode)
+    return handler
+
+
+@pytest.fixture
+def other_origin() -> Iterator[HostileServer]:
+    """A server on another port (another origin) that records every request it gets."""
+    box: list[HostileServer] = []
+    with HostileServer(recording_echo(box)) as server:
+        box.append(server)
+        yield server
+
+
+CREDENTIALS: dict[str, Any] = {"headers": {"Authorization": "Bearer SECRET-TOKEN-A"},
+                               "cookies": {"sessionid": "COOKIE-A"}}
+
+
+@pytest.mark.concurrency
+class TestRedirects:
+    """I10: no credential leaves its origin; redirects are refused unless same-origin opt-in."""
+
+    def test_redirect_is_refused_by_default(self, other_origin: HostileServer) -> None:
+        """A 302 to another origin fails the session, typed; the other origin sees nothing."""
+        lifecycles = Lifecycles()
+        with HostileServer(redirect_to(other_origin.url())) as server, \
+                Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1",
+                                           on_lifecycle=lifecycles, **CREDENTIALS))
+            with pytest.raises(SessionFailed, match="302"):
+                session.resume("t-1").get(timeout=10)
+            assert lifecycles.wait_for(LifecycleKind.LOST).error == "HandshakeRedirected"
+            assert session.state().restarts == 0
+        assert other_origin.connections == 0
+
+    def test_refusal_carries_status_and_location(self, other_origin: HostileServer) -> None:
+        """The transport's error is a HandshakeRefused with the status and the Location."""
+        with HostileServer(redirect_to(other_origin.url("ws", "/x"), 307)) as server, \
+                pytest.raises(HandshakeRedirected) as caught:
+            upgrade(server.url(), [], time.monotonic() + 5, TlsOptions(), lambda _s: None)
+        assert (caught.value.status_code, caught.value.location) == (307,
+                                                                      other_origin.url("ws", "/x"))
+
+    def test_opt_in_follows_same_origin(self) -> None:
+        """follow_redirects=True follows a same-origin 308 and connects there."""
+        box: list[HostileServer] = []
+        echo = recording_echo(box)
+
+        def handler(peer: Peer) -> None:
+            target, headers = peer.read_request()
+            if target == "/old":
+                box[0].record(target, headers)
+                peer.sock.sendall(b"HTTP/1.1 308 Moved\r\nLocation: /new\r\n\r\n")
+                return
+            peer.buffer = f"GET {target} HTTP/1.1\r\n".encode() + b"".join(
+                f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" + peer.buffer
+            echo(peer)
+
+        log = EventLog()
+        with HostileServer(handler) as server, Supervisor.start(fast_policy()) as sup:
+            box.append(server)
+            session = sup.open(SessionSpec(url=server.url(path="/old"), follow_redirects=True,
+                                           on_event=log, **CREDENTIALS))
+            session.send("hello").get(timeout=10)
+            assert log.wait_for_count(1)[0].data == "hello"
+        assert [target for target, _ in server.requests] == ["/old", "/new"]
+
+    def test_opt_in_never_crosses_origins(self, other_origin: HostileServer) -> None:
+        """Even with follow_redirects=True, a redirect to another origin is refused."""
+        with HostileServer(redirect_to(other_origin.url())) as server, \
+                Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), follow_redirects=True,
+                                           **CREDENTIALS))
+            with pytest.raises(SessionFailed, match="302"):
+                session.resume(None).get(timeout=10)
+        assert other_origin.connections == 0
+
+
+@pytest.mark.parametrize(("current", "location", "expected"), [
+    ("wss://h/a", "/b?x=1", "wss://h/b?x=1"),
+    ("wss://h/a", "https://h/c", "wss://h/c"),
+    ("wss://h/a", "ws://h/a", None),            # down from TLS
+    ("wss://h/a", "http://h/a", None),          # down from TLS
+    ("ws://h:1/a", "ws://h:2/a", None),         # another port
+    ("ws://h/a", "ws://evil/a", None),          # another host
+    ("ws://h/a", "//evil/a", None),             # scheme-relative, another host
+    ("ws://h/a", "/b\r\nX-Evil: 1", None),      # header injection
+    ("ws://h/a", "/b\x85", None),               # C1 control
+    ("ws://h/a", "", None),
+])
+def test_same_origin_target(current: str, location: str, expected: str | None) -> None:
+    """A redirect is followable only within the same scheme, host and port."""
+    assert same_origin_target(current, location) == expected
+
+
+def stall(release: threading.Event) -> Any:
+    """Answer the upgrade, then never read again (until the test releases it)."""
+    def handler(peer: Peer) -> None:
+        _, headers = peer.read_request()
+        peer.accept_upgrade(headers)
+        release.wait(60)
+    return handler
+
+
+@pytest.mark.concurrency
+class TestStalledPeer:
+    """I9: a peer that stops reading costs its own session a bounded amount, never the actor."""
+
+    def test_stalled_writes_fill_the_outbox_then_break_the_connection(self) -> None:
+        """Sends past the bound fail with OutboxFull; the stall ends as ConnectionLost."""
+        release = threading.Event()
+        lifecycles = Lifecycles()
+        try:
+            with HostileServer(stall(release)) as server, \
+                    Supervisor.start(fast_policy(max_restarts=0)) as sup:
+                # 200 x 64 KiB is more than loopback's socket buffers absorb.
+                session = sup.open(SessionSpec(url=server.url(), write_timeout=1.0,
+                                               outbox_limit=200, on_lifecycle=lifecycles))
+                session.resume(None).get(timeout=10)
+                started = time.monotonic()
+                futures = [session.send(b"x" * (64 * KIB)) for _ in range(400)]
+                lost = lifecycles.wait_for(LifecycleKind.LOST, timeout=15)
+                outcomes = settled(futures, timeout=10)
+                took = time.monotonic() - started
+        finally:
+            release.set()
+        assert lost.error == "ConnectionLost"
+        assert "write stalled" in (lost.reason or "")
+        full = sum(isinstance(o, OutboxFull) for o in outcomes)
+        failed = sum(isinstance(o, SessionFailed) for o in outcomes)
+        written = sum(o is None for o in outcomes)
+        assert full > 0
+        assert written + full + failed == 400
+        assert 0 < failed <= 200  # the stalled ones, never more than the bound
+        assert took < 10
+
+    def test_state_resume_close_and_stop_answer_while_stalled(self) -> None:
+        """With writes stalled, state(), resume(), close() and stop() answer in time."""
+        release = threading.Event()
+        try:
+            with HostileServer(stall(release)) as server:
+                sup = Supervisor.start(fast_policy())
+                session = sup.open(SessionSpec(url=server.url(), thread_id="t-1",
+                                               write_timeout=30.0, outbox_limit=100))
+                other = sup.open(SessionSpec(url=server.url(), thread_id="t-9",
+                                             write_timeout=30.0))
+                session.resume("t-1").get(timeout=10)
+                other.resume("t-9").get(timeout=10)
+                sends = [session.send(b"x" * (64 * KIB)) for _ in range(400)]
+                wait_until(lambda: session.state().outbox > 0, what="unwritten sends")
+                started = time.monotonic()
+                assert session.state().status is SessionStatus.CONNECTED
+                state_took = time.monotonic() - started
+                started = time.monotonic()
+                session.resume("t-2").get(timeout=5)
+                resume_took = time.monotonic() - started
+                started = time.monotonic()
+                session.close().get(timeout=5)
+                close_took = time.monotonic() - started
+                started = time.monotonic()
+                sup.stop(timeout=5)
+                stop_took = time.monotonic() - started
+                outcomes = settled(sends, timeout=1)
+        finally:
+            release.set()
+        assert state_took < 0.5
+        assert resume_took < 3
+        assert close_took < 3
+        assert stop_took < 5
+        assert not sup._ref.is_alive()
+        assert all(o is None or isinstance(o, Exception) for o in outcomes)
+
+
+def flood(stop: threading.Event, frame_bytes: int = KIB) -> Any:
+    """Answer the upgrade, then send text frames as fast as TCP lets it."""
+    def handler(peer: Peer) -> None:
+        _, headers = peer.read_request()
+        peer.accept_upgrade(headers)
+        payload = b"f" * frame_bytes
+        batch = b"".join([bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload] * 64)
+        while not stop.is_set():
+            peer.sock.sendall(batch)
+    return handler
+
+
+@pytest.mark.concurrency
+class TestFlood:
+    """I9: a flooding server is held back by TCP once the session's inbound bound is full."""
+
+    def test_inbound_backlog_stays_bounded_and_close_answers(self) -> None:
+        """The mailbox never holds more than inbound_max_frames frames; close() is prompt."""
+        stop = threading.Event()
+        slow = threading.Event()
+
+        def slow_consumer(_event: Any) -> None:
+            slow.wait(0.002)  # a consumer slower than the network
+
+        log = EventLog(on_each=slow_consumer)
+        try:
+            with HostileServer(flood(stop)) as server, Supervisor.start(fast_policy()) as sup:
+                session = sup.open(SessionSpec(url=server.url(), on_event=log,
+                                               inbound_max_frames=50))
+                session.resume(None).get(timeout=10)
+                backlogs = []
+                for count in range(200, 1200, 200):
+                    log.wait_for_count(count, timeout=30)
+                    backlogs.append(session.state().inbound_backlog)
+                    inbox = session._record.ref._actor_weakref().actor_inbox  # type: ignore[union-attr]
+                    assert inbox.qsize() <= 50 + 5
+                started = time.monotonic()
+                session.close().get(timeout=5)
+                close_took = time.monotonic() - started
+        finally:
+            stop.set()
+        assert max(backlogs) <= 50
+        assert max(backlogs) > 0  # the bound was reached: the reader really paused
+        assert close_took < 2
+
+
+def huge_after_hello(fragments: bool, closes: list[tuple[int, bytes]]) -> Any:
+    """On the client's first frame, announce a message far over the client's bound."""
+    def handler(peer: Peer) -> None:
+        _, headers = peer.read_request()
+        peer.accept_upgrade(headers)
+        peer.read_frame()
+        if fragments:
+            peer.send_frame(b"a" * (600 * KIB), fin=False)
+            peer.send_frame(b"", 0x0, announce=600 * KIB)  # a continuation over the bound
+        else:
+            peer.send_frame(b"only-the-start", announce=50 * 1024 * KIB)
+        closes.append(peer.read_frame())
+    return handler
+
+
+@pytest.mark.concurrency
+class TestSizeLimit:
+    """I9: a message over max_message_bytes ends the connection on its header, typed, counted."""
+
+    @pytest.mark.parametrize("fragments", [False, True], ids=["one-frame", "fragments"])
+    def test_oversized_message_ends_the_connection(self, fragments: bool) -> None:
+        """The announced size alone ends it with MessageTooBig and close code 1009."""
+        closes: list[tuple[int, bytes]] = []
+        lifecycles = Lifecycles()
+        with HostileServer(huge_after_hello(fragments, closes)) as server, \
+                Supervisor.start(fast_policy(max_restarts=0)) as sup:
+            session = sup.open(SessionSpec(url=server.url(), max_message_bytes=1024 * KIB,
+                                           on_lifecycle=lifecycles))
+            session.send("hello").get(timeout=10)
+            lost = lifecycles.wait_for(LifecycleKind.LOST)
+            lifecycles.wait_for(LifecycleKind.FAILED)
+            assert lost.error == "MessageTooBig"
+            assert session.state().oversized_messages == 1
+            wait_until(lambda: bool(closes), what="the close frame at the server")
+        assert closes[0] == (0x8, (1009).to_bytes(2, "big"))
+
+
+def trickle(stop: threading.Event, interval: float = 0.2) -> Any:
+    """Answer any request one byte at a time, never finishing the head."""
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 999:
+            if stop.wait(interval):
+                return
+            peer.sock.sendall(bytes([byte]))
+    return handler
+
+
+@pytest.mark.concurrency
+class TestHandshakeDeadline:
+    """I9: the whole handshake, version detection included, fits in connect_timeout."""
+
+    @pytest.mark.parametrize("protocol", ["websocket", "chainlit"])
+    def test_trickling_server_is_cut_at_the_connect_timeout(self, protocol: str) -> None:
+        """A trickled upgrade or GET /user fails in time and frees the admission slot."""
+        stop = threading.Event()
+        try:
+            with HostileServer(trickle(stop)) as slow, HostileServer(echo_handler) as healthy, \
+                    Supervisor.start(fast_policy(max_restarts=0,
+                                                 max_handshakes_in_flight=1)) as sup:
+                scheme = "ws" if protocol == "websocket" else "http"
+                doomed = sup.open(SessionSpec(url=slow.url(scheme), protocol=protocol,  # type: ignore[arg-type]
+                                              connect_timeout=1.0))
+                started = time.monotonic()
+                with pytest.raises(SessionFailed, match="within"):
+                    doomed.resume(None).get(timeout=10)
+                took = time.monotonic() - started
+                fine = sup.open(SessionSpec(url=healthy.url()))
+                fine.resume(None).get(timeout=10)
+        finally:
+            stop.set()
+        assert took < 3
+
+    def test_close_aborts_version_detection(self) -> None:
+        """close() during a trickled GET /user answers at once and releases the slot."""
+        stop = threading.Event()
+        try:
+            with HostileServer(trickle(stop)) as slow, HostileServer(echo_handler) as healthy, \
+                    Supervisor.start(fast_policy(max_handshakes_in_flight=1)) as sup:
+                doomed = sup.open(SessionSpec(url=slow.url("http"), protocol="chainlit",
+                                              connect_timeout=60.0))
+                wait_until(lambda: slow.connections == 1, what="the version lookup")
+                started = time.monotonic()
+                doomed.close().get(timeout=5)
+                assert time.monotonic() - started < 1
+                fine = sup.open(SessionSpec(url=healthy.url()))
+                fine.resume(None).get(timeout=5)  # far less than the 60 s connect timeout
+        finally:
+            stop.set()
+
+
+class TestVersionLookup:
+    """Chainlit version detection: bounded, cached per origin and TLS options."""
+
+    def test_lookup_is_cached_per_origin(self) -> None:
+        """Two lookups of one origin make one request; an HTML answer means 1.x."""
+        def html(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>")
+
+        with HostileServer(html) as server:
+            base = server.url("http")
+            first = lookup_chainlit_version(base, time.monotonic() + 5, TlsOptions(),
+                                            lambda _s: None)
+            again = lookup_chainlit_version(base + "/", time.monotonic() + 5, TlsOptions(),
+                                            lambda _s: None)
+            assert (first, again, server.connections) == ("1", "1", 1)
+
+    def test_lookup_refuses_a_redirect(self) -> None:
+        """GET /user answered with a redirect is a typed refusal, not followed."""
+        with HostileServer(redirect_to("http://127.0.0.1:1/elsewhere")) as server, \
+                pytest.raises(HandshakeRedirected):
+            lookup_chainlit_version(server.url("http"), time.monotonic() + 5, TlsOptions(),
+                                    lambda _s: None)
+
+    def test_lookup_bounds_the_response_head(self) -> None:
+        """An endless response head is refused past its bound, well before the deadline."""
+        def endless(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                peer.sock.sendall(b"X-Junk: " + b"j" * 1000 + b"\r\n")
+
+        with HostileServer(endless) as server, pytest.raises(HandshakeError, match="head over"):
+            lookup_chainlit_version(server.url("http"), time.monotonic() + 10, TlsOptions(),
+                                    lambda _s: None)
