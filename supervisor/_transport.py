@@ -26,6 +26,7 @@ gevent's monkey-patching, unchanged.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -173,7 +174,14 @@ class Connection:
         self._backlog_bytes = 0
         self._sock: socket.socket | None = None
         """The socket an abort must shut down (version lookup, then the WebSocket)."""
+        self._live: socket.socket | None = None
+        """The open WebSocket's socket, once the upgrade succeeded."""
+        self._raw_fd = -1
+        """Its file descriptor when plain TCP (not TLS): the fast path may write it directly."""
         self._writer: threading.Thread | None = None
+        """Started on the first write that cannot complete at once (most never need one)."""
+        self._writing = False
+        """The writer thread holds a frame it is writing: no one else writes meanwhile."""
         self._by_us = False
         """close() or abort() was called: the end is ours, reported without an error."""
         self._over = False
@@ -223,7 +231,7 @@ class Connection:
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
         """Write ``last_frames`` and a close frame (bounded by ``write_timeout``), then stop."""
         with self._lock:
-            opened = self._writer is not None
+            opened = self._live is not None
         if not opened:
             self.abort()
             return
@@ -234,7 +242,7 @@ class Connection:
         with self._lock:
             self._by_us = True
             self._writes.append((_SHUTDOWN, None))
-            self._writable.notify()
+            self._kick()
             self._credit.notify()  # a reader waiting for credit goes on to drain and end
 
     def abort(self) -> None:
@@ -251,6 +259,7 @@ class Connection:
     # --- internals -----------------------------------------------------------------
 
     def _enqueue(self, data: bytes, token: object | None) -> None:
+        written = False
         with self._lock:
             if self._by_us or self._over or self._error is not None:
                 return  # the connection is ending; the driver hears it from Ended
@@ -259,13 +268,46 @@ class Connection:
                 overflow = True
             else:
                 overflow = False
-                self._writes.append((data, token))
-                self._write_bytes += len(data)
-                self._writable.notify()
+                if self._raw_fd >= 0 and not self._writes and not self._writing:
+                    # Fast path: a non-blocking write of what the socket takes now,
+                    # under the lock, so no other write and no close interleaves.
+                    done = self._write_now(data)
+                    written = done == len(data)
+                    data = data[done:]
+                if not written:
+                    self._writes.append((data, token))
+                    self._write_bytes += len(data)
+                    self._kick()
         if overflow:
             self._fail(ConnectionLost(
                 f"write buffer over {self._options.write_buffer_bytes} bytes: "
                 "the server is not reading"))
+        if written and token is not None:
+            self._report(Written(self.generation, token))
+
+    def _write_now(self, data: bytes) -> int:
+        """Bytes of ``data`` written without blocking (the fd is non-blocking); lock held."""
+        try:
+            return os.write(self._raw_fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return 0  # the writer meets the same error and reports it
+
+    def _kick(self) -> None:
+        """Wake the writer, or start it; lock held.
+
+        Started under the lock so ``_finish`` never sees a writer it cannot
+        join; the new thread waits for the lock, so this cannot deadlock.
+        """
+        if self._live is None:
+            return  # not open yet: started once the upgrade succeeded
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, args=(self._live,),
+                                            daemon=True, name=f"ws-gen{self.generation}-writer")
+            self._writer.start()
+        else:
+            self._writable.notify()
 
     def _fail(self, error: Exception) -> None:
         """A write failed: the reader ends the connection and reports ``error``."""
@@ -285,7 +327,7 @@ class Connection:
 
     def _run(self) -> None:
         try:
-            sock, rest, headers = self._open()
+            sock, rest, headers, secure = self._open()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
             with self._lock:
                 leftover, self._sock = self._sock, None
@@ -295,16 +337,17 @@ class Connection:
                 else _handshake_error(exc)
             self._report(OpenFailed(self.generation, error))
             return
-        writer = threading.Thread(target=self._write_loop, args=(sock,), daemon=True,
-                                  name=f"ws-gen{self.generation}-writer")
         with self._lock:
-            self._writer = writer
-        writer.start()
+            self._live = sock
+            if os.name == "posix" and not secure:
+                self._raw_fd = sock.fileno()
+            if self._writes:
+                self._kick()
         self._report(Opened(self.generation, self, headers, self._admitted_at,
                             time.monotonic()))
         self._read_loop(sock, rest)
 
-    def _open(self) -> tuple[socket.socket, bytes, dict[str, str]]:
+    def _open(self) -> tuple[socket.socket, bytes, dict[str, str], bool]:
         try:
             self._admission.acquire(self._cancelled)
         except AdmissionCancelled:
@@ -336,7 +379,7 @@ class Connection:
         finally:
             self._admission.release()
         sock.settimeout(max(0.05, self._options.write_timeout / 2))
-        return sock, response.rest, response.headers
+        return sock, response.rest, response.headers, Origin.of(url).secure
 
     def _version_lookup(self, deadline: float) -> VersionLookup:
         tls = self._options.tls
@@ -356,6 +399,7 @@ class Connection:
     def _write_loop(self, sock: socket.socket) -> None:
         while True:
             with self._lock:
+                self._writing = False
                 while not self._writes and not self._writer_done():
                     self._writable.wait()
                 if self._writer_done():
@@ -363,6 +407,7 @@ class Connection:
                 data, token = self._writes.popleft()
                 if isinstance(data, bytes):
                     self._write_bytes -= len(data)
+                    self._writing = True
             if not isinstance(data, bytes):  # _SHUTDOWN: the close frame is out
                 _shutdown(sock)
                 return
@@ -485,11 +530,12 @@ class Connection:
             self._writes.clear()
             self._write_bytes = 0
             self._writes.extend(((close, None), (_SHUTDOWN, None)))
-            self._writable.notify()
+            self._kick()
 
     def _finish(self, sock: socket.socket, error: Exception | None, *, clean: bool) -> None:
         with self._lock:
             self._over = True
+            self._raw_fd = -1  # the fast path never writes a descriptor about to be closed
             writer = self._writer
             by_us = self._by_us
             if self._error is not None:
