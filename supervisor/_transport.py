@@ -241,9 +241,13 @@ class Connection:
                                           frames.close_payload(frames.CLOSE_NORMAL)), None)
         with self._lock:
             self._by_us = True
-            self._writes.append((_SHUTDOWN, None))
-            self._kick()
             self._credit.notify()  # a reader waiting for credit goes on to drain and end
+            if self._writes or self._writing:
+                self._writes.append((_SHUTDOWN, None))
+                self._kick()
+                return
+            sock = self._live
+        _shutdown(sock)  # everything went out at once: no writer needed
 
     def abort(self) -> None:
         """Stop at once, mid-handshake included: no close frame."""
