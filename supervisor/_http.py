@@ -129,10 +129,13 @@ def open_socket(url: str, deadline: float, tls: TlsOptions, register: Register) 
     try:
         sock.settimeout(remaining(deadline, "TLS handshake"))
         secure = tls_context(tls).wrap_socket(sock, server_hostname=parts.hostname)
-    except (OSError, ssl.SSLError) as exc:
+    except OSError as exc:  # ssl.SSLError included
         sock.close()
         msg = f"TLS handshake with {origin.host}:{origin.port} failed: {exc}"
         raise HandshakeError(msg) from exc
+    except BaseException:
+        sock.close()
+        raise
     register(secure)
     return secure
 
