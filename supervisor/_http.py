@@ -1,20 +1,17 @@
-"""The HTTP part of a connection: TCP, TLS, the upgrade, version detection (internal).
+"""Plain HTTP around a handshake: Chainlit version detection, origins, TLS (internal).
 
-Everything here runs in a connection's own thread, never in an actor, and
-against one deadline: each blocking step gets only the time left, so a server
-that trickles one byte a second cannot stretch a handshake past
-``connect_timeout``. Sockets are handed to ``register`` as soon as they exist,
-so an abort can shut them down mid-read. Responses are read with a bound on
-their header size; redirects are never followed here (the caller decides, by
-origin).
+Chainlit's identity style is found with one ``GET /user`` per origin (the
+WebSocket upgrade itself is websocket-client's). It runs in a connection's own
+thread, never in an actor, and against the handshake's deadline: each blocking
+step gets only the time left, so a server that trickles one byte a second
+cannot stretch a handshake past ``connect_timeout``. Sockets are handed to
+``register`` as soon as they exist, so an abort can shut them down mid-read.
+The response head is bounded; a redirect is refused, never followed.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import os
 import socket
 import ssl
 import threading
@@ -29,7 +26,6 @@ from supervisor.protocols.socketio import http_base_url
 MAX_RESPONSE_HEADER_BYTES = 16 * 1024
 """An HTTP response whose head is longer than this is refused (a hostile server)."""
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
 _TLS_SCHEMES = frozenset({"wss", "https"})
 
@@ -190,38 +186,6 @@ def _parse_head(head: bytes, rest: bytes, what: str) -> Response:
         if colon:
             headers[name.strip().lower()] = value.strip()
     return Response(int(fields[1]), headers, rest)
-
-
-def upgrade(url: str, headers: list[tuple[str, str]], deadline: float, tls: TlsOptions,
-            register: Register) -> tuple[socket.socket, Response]:
-    """Open ``url`` and upgrade it to a WebSocket; a non-101 answer is ``HandshakeRefused``."""
-    sock = open_socket(url, deadline, tls, register)
-    try:
-        host, target = request_target(url)
-        key = base64.b64encode(os.urandom(16)).decode("ascii")
-        names = {name.lower() for name, _ in headers}
-        lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
-                 "Sec-WebSocket-Version: 13"]
-        if "origin" not in names:
-            scheme = "https" if Origin.of(url).secure else "http"
-            lines.append(f"Origin: {scheme}://{host}")
-        lines.extend(f"{name}: {value}" for name, value in headers)
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-        response = exchange(sock, request, deadline, "WebSocket upgrade")
-        if response.status != 101:
-            raise refusal(response)
-        accept = base64.b64encode(hashlib.sha1(  # noqa: S324 - RFC 6455 mandates SHA-1 here
-            (key + _WS_GUID).encode("ascii")).digest()).decode("ascii")
-        if (response.header("upgrade").lower() != "websocket"
-                or "upgrade" not in response.header("connection").lower()
-                or response.header("sec-websocket-accept") != accept):
-            msg = "WebSocket upgrade: the 101 answer lacks a valid Upgrade/Accept"
-            raise HandshakeError(msg)
-    except BaseException:
-        sock.close()
-        raise
-    return sock, response
 
 
 def refusal(response: Response) -> HandshakeRefused:

@@ -18,8 +18,10 @@ connection was opened for. It bounds everything a peer can make it hold (I9):
   only within the same origin (scheme, host, port), so no credential ever
   leaves its origin (I10).
 
-The framing (``_frames``) and HTTP (``_http``) helpers are pure or
-deadline-bound; this module owns the threads. Threads become greenlets under
+websocket-client owns the socket, the upgrade and the framing; ``_wsclient``
+holds what is added on top of it (cookie isolation, the bounded frame reader,
+the shared deadline thread) and ``_http`` the bounded Chainlit version
+detection. This module owns the threads. Threads become greenlets under
 gevent's monkey-patching, unchanged.
 """
 
@@ -27,22 +29,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from supervisor import _frames as frames
+import websocket
+from websocket._socket import recv as websocket_recv
+
+from supervisor import _wsclient as wsc
 from supervisor._admission import Admission, AdmissionCancelled
-from supervisor._http import Origin, TlsOptions, lookup_chainlit_version, upgrade
+from supervisor._http import REDIRECT_STATUSES, Origin, TlsOptions, lookup_chainlit_version
 from supervisor.errors import (
     ConnectionLost,
     HandshakeError,
     HandshakeRedirected,
+    HandshakeRefused,
     MessageTooBig,
 )
 from supervisor.protocols.base import Codec, VersionLookup
@@ -53,8 +61,8 @@ if TYPE_CHECKING:
 _CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 MAX_REDIRECTS = 3
 """Same-origin redirects followed per handshake (with ``follow_redirects``)."""
-_READ_CHUNK = 64 * 1024
 _WRITE_CHUNK = 64 * 1024
+_OP = websocket.ABNF
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,11 @@ class Connection:
         self._backlog_bytes = 0
         self._sock: socket.socket | None = None
         """The socket an abort must shut down (version lookup, then the WebSocket)."""
+        self._ws: websocket.WebSocket | None = None
+        """websocket-client's object for the current upgrade attempt."""
+        self._handshaking = False
+        self._timed_out = False
+        """The handshake ran past ``connect_timeout`` (its socket was shut down)."""
         self._live: socket.socket | None = None
         """The open WebSocket's socket, once the upgrade succeeded."""
         self._raw_fd = -1
@@ -190,6 +203,7 @@ class Connection:
         """The first failure seen by the writer, reported by the reader in ``Ended``."""
         self._cancelled = threading.Event()
         self._admitted_at = 0.0
+        self._redirect: HandshakeRedirected | None = None
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"ws-gen{generation}")
 
@@ -200,11 +214,8 @@ class Connection:
 
     def send(self, frame: str | bytes, token: object | None = None) -> None:
         """Queue one frame; ``Written(generation, token)`` follows once it is written."""
-        if isinstance(frame, str):
-            data = frames.encode_frame(frames.OP_TEXT, frame.encode("utf-8"))
-        else:
-            data = frames.encode_frame(frames.OP_BINARY, bytes(frame))
-        self._enqueue(data, token)
+        opcode = _OP.OPCODE_TEXT if isinstance(frame, str) else _OP.OPCODE_BINARY
+        self._enqueue(wsc.frame_bytes(frame, opcode), token)
 
     def consumed(self, nbytes: int) -> None:
         """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back."""
@@ -237,8 +248,8 @@ class Connection:
             return
         for frame in last_frames:
             self.send(frame)
-        self._enqueue(frames.encode_frame(frames.OP_CLOSE,
-                                          frames.close_payload(frames.CLOSE_NORMAL)), None)
+        self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), _OP.OPCODE_CLOSE),
+                      None)
         with self._lock:
             self._by_us = True
             self._credit.notify()  # a reader waiting for credit goes on to drain and end
@@ -255,10 +266,9 @@ class Connection:
         self._admission.wake_all()
         with self._lock:
             self._by_us = True
-            sock = self._sock
             self._writable.notify_all()
             self._credit.notify_all()
-        _shutdown(sock)
+        self._shutdown_current()
 
     # --- internals -----------------------------------------------------------------
 
@@ -318,10 +328,27 @@ class Connection:
         with self._lock:
             if self._error is None:
                 self._error = error
-            sock = self._sock
             self._writable.notify_all()
             self._credit.notify_all()
+        self._shutdown_current()
+
+    def _shutdown_current(self) -> bool:
+        """Shut down whichever socket is live now; False if there is none yet."""
+        with self._lock:
+            sock = self._sock
+            ws = self._ws
+        if sock is None and ws is not None:
+            sock = ws.sock  # set by websocket-client once TCP (and TLS) are up
         _shutdown(sock)
+        return sock is not None
+
+    def _deadline_passed(self) -> bool:
+        """The handshake's deadline thread: shut it down; True: call again (no socket yet)."""
+        with self._lock:
+            if self._live is not None or not self._handshaking:
+                return False
+            self._timed_out = True
+        return not self._shutdown_current()
 
     def _register(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -331,14 +358,22 @@ class Connection:
 
     def _run(self) -> None:
         try:
-            sock, rest, headers, secure = self._open()
+            sock, headers, secure = self._open()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
             with self._lock:
                 leftover, self._sock = self._sock, None
             if leftover is not None:
                 leftover.close()
-            error = HandshakeError("handshake aborted") if self._cancelled.is_set() \
-                else _handshake_error(exc)
+            error: Exception
+            if self._timed_out:
+                error = HandshakeError(
+                    f"handshake did not complete within {self._options.connect_timeout:g}s "
+                    "(connect_timeout)")
+                error.__cause__ = exc
+            elif self._cancelled.is_set():
+                error = HandshakeError("handshake aborted")
+            else:
+                error = _handshake_error(exc)
             self._report(OpenFailed(self.generation, error))
             return
         with self._lock:
@@ -349,9 +384,9 @@ class Connection:
                 self._kick()
         self._report(Opened(self.generation, self, headers, self._admitted_at,
                             time.monotonic()))
-        self._read_loop(sock, rest)
+        self._read_loop(sock)
 
-    def _open(self) -> tuple[socket.socket, bytes, dict[str, str], bool]:
+    def _open(self) -> tuple[socket.socket, dict[str, str], bool]:
         try:
             self._admission.acquire(self._cancelled)
         except AdmissionCancelled:
@@ -360,30 +395,67 @@ class Connection:
         self._admitted_at = time.monotonic()
         self._report(Admitted(self.generation))
         # One deadline for everything from here: detection, TCP, TLS, upgrade.
+        # Reads inside the upgrade have per-read timeouts only, so the shared
+        # deadline thread shuts the socket down when the whole runs out.
         deadline = self._admitted_at + self._options.connect_timeout
+        with self._lock:
+            self._handshaking = True
+        watch = wsc.deadlines.watch(deadline, self._deadline_passed)
         try:
             handshake = self._codec.handshake(self._version_lookup(deadline))
             self._check_cancelled()
-            headers = list(handshake.headers)
-            if (cookie := handshake.cookie_header()) is not None:
-                headers.append(("Cookie", cookie))
             url = handshake.url
             for hop in range(MAX_REDIRECTS + 1):
-                try:
-                    sock, response = upgrade(url, headers, deadline, self._options.tls,
-                                             self._register)
+                ws = self._upgrade(url, handshake.headers, handshake.cookie_header(), deadline)
+                if ws is not None:
                     break
-                except HandshakeRedirected as redirect:
-                    target = same_origin_target(url, redirect.location)
-                    if not self._options.follow_redirects or target is None \
-                            or hop == MAX_REDIRECTS:
-                        raise
-                    url = target
+                location = self._redirect.location if self._redirect else ""
+                target = same_origin_target(url, location)
+                if not self._options.follow_redirects or target is None \
+                        or hop == MAX_REDIRECTS:
+                    assert self._redirect is not None
+                    raise self._redirect
+                url = target
             self._check_cancelled()
         finally:
+            wsc.deadlines.cancel(watch)
+            with self._lock:
+                self._handshaking = False
             self._admission.release()
-        sock.settimeout(max(0.05, self._options.write_timeout / 2))
-        return sock, response.rest, response.headers, Origin.of(url).secure
+        assert ws is not None
+        sock = ws.sock
+        assert sock is not None
+        # The socket stays in timeout mode (non-blocking underneath) so the
+        # writer's partial writes never block; the reader resumes after a tick.
+        sock.settimeout(self._options.write_timeout)
+        return sock, dict(ws.getheaders() or {}), Origin.of(url).secure
+
+    def _upgrade(self, url: str, headers: tuple[tuple[str, str], ...], cookie: str | None,
+                 deadline: float) -> websocket.WebSocket | None:
+        """One websocket-client upgrade; None (and ``_redirect`` set) on a redirect."""
+        ws = websocket.WebSocket(sslopt=wsc.sslopt(self._options.tls),
+                                 skip_utf8_validation=True, enable_multithread=True)
+        with self._lock:
+            self._ws = ws
+        options: dict[str, Any] = {
+            "header": [f"{name}: {value}" for name, value in headers],
+            "timeout": max(0.01, deadline - time.monotonic()),
+            "redirect_limit": 0,  # never followed by websocket-client: we decide, by origin
+        }
+        if cookie is not None:
+            options["cookie"] = cookie
+        try:
+            ws.connect(url, **options)  # type: ignore[no-untyped-call]
+        except websocket.WebSocketException as exc:
+            response = ws.handshake_response
+            if response is None or response.status not in REDIRECT_STATUSES:
+                raise
+            self._redirect = HandshakeRedirected(response.status, response.headers,
+                                                 response.headers.get("location", ""))
+            self._redirect.__cause__ = exc
+            return None
+        self._check_cancelled()
+        return ws
 
     def _version_lookup(self, deadline: float) -> VersionLookup:
         tls = self._options.tls
@@ -433,26 +505,33 @@ class Connection:
                 or (self._over and not self._writes))
 
     def _write(self, sock: socket.socket, data: bytes) -> None:
+        """Write ``data`` within ``write_timeout``: wait for room, write what fits, repeat."""
         timeout = self._options.write_timeout
         deadline = time.monotonic() + timeout
         view = memoryview(data)
         sent = 0
+        poller = select.poll()  # gevent patches it; select() would fail past fd 1024
+        poller.register(sock.fileno(), select.POLLOUT)
         while sent < len(view):
-            with contextlib.suppress(TimeoutError):  # one socket tick; the deadline decides
-                sent += sock.send(view[sent:sent + _WRITE_CHUNK])
-            if sent < len(view) and time.monotonic() >= deadline:
-                msg = (f"write stalled: {len(view) - sent} of {len(view)} bytes not written "
-                       f"within {timeout:g}s (write_timeout); the server is not reading")
-                raise ConnectionLost(msg)
             if self._cancelled.is_set():
                 msg = "aborted while writing"
                 raise ConnectionLost(msg)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                msg = (f"write stalled: {len(view) - sent} of {len(view)} bytes not written "
+                       f"within {timeout:g}s (write_timeout); the server is not reading")
+                raise ConnectionLost(msg)
+            if not poller.poll(left * 1000):
+                continue
+            with contextlib.suppress(BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
+                sent += sock.send(view[sent:sent + _WRITE_CHUNK])
 
     # --- reader thread ---------------------------------------------------------------
 
-    def _read_loop(self, sock: socket.socket, rest: bytes) -> None:
-        decoder = frames.FrameDecoder(self._options.max_message_bytes)
-        decoder.feed(rest)
+    def _read_loop(self, sock: socket.socket) -> None:
+        reader = wsc.BoundedFrameBuffer(lambda size: websocket_recv(sock, size),
+                                        self._options.max_message_bytes)
+        assembler = wsc.Assembler()
         error: Exception | None = None
         clean = False
         try:
@@ -460,55 +539,49 @@ class Connection:
                 self._await_credit()
                 if self._error is not None:
                     break  # the writer failed; it set the error Ended reports
-                message = decoder.next_message()
-                if message is None:
-                    try:
-                        chunk = sock.recv(_READ_CHUNK)
-                    except TimeoutError:
-                        if self._cancelled.is_set() or self._error is not None:
-                            break
-                        continue  # idle: the timeout is the writer's tick
-                    if not chunk:
-                        error = ConnectionLost("the server closed the TCP connection "
-                                               "without a close frame")
+                reader.held = assembler.held
+                try:
+                    frame = reader.recv_frame()
+                except websocket.WebSocketTimeoutException:
+                    if self._cancelled.is_set():
                         break
-                    decoder.feed(chunk)
-                    continue
-                if message.opcode == frames.OP_CLOSE:
-                    code = frames.close_code(message.payload)
+                    continue  # idle past one socket tick; the frame state is kept
+                if frame.opcode == _OP.OPCODE_CLOSE:
+                    code = wsc.close_code(frame.data)
                     clean = code in _CLEAN_CLOSE_CODES
                     if not clean:
                         error = ConnectionLost(f"server closed the connection with code {code}")
-                    self._close_with(code if clean else frames.CLOSE_NORMAL)
+                    self._close_with(code if clean else wsc.CLOSE_NORMAL)
                     break
-                self._dispatch(message)
-        except frames.FrameTooBig as exc:
+                if frame.opcode == _OP.OPCODE_PING:
+                    self._enqueue(wsc.frame_bytes(frame.data, _OP.OPCODE_PONG), None)
+                elif frame.opcode != _OP.OPCODE_PONG \
+                        and (message := assembler.feed(frame)) is not None:
+                    self._dispatch(*message)
+        except wsc.FrameTooBig as exc:
             error = MessageTooBig(exc.announced, exc.limit)
-            self._close_with(exc.code)
-        except frames.FrameError as exc:
+            self._close_with(wsc.CLOSE_TOO_BIG)
+        except websocket.WebSocketProtocolException as exc:
             error = ConnectionLost(f"protocol violation by the server: {exc}")
-            self._close_with(exc.code)
+            self._close_with(wsc.CLOSE_PROTOCOL_ERROR)
+        except websocket.WebSocketConnectionClosedException:
+            error = ConnectionLost("the server closed the TCP connection without a close frame")
         except Exception as exc:  # noqa: BLE001 - every way a read ends is reported
             error = ConnectionLost(f"connection lost: {exc or type(exc).__name__}")
             error.__cause__ = exc
         self._finish(sock, error, clean=clean)
 
-    def _dispatch(self, message: frames.Message) -> None:
-        if message.opcode == frames.OP_PING:
-            self._enqueue(frames.encode_frame(frames.OP_PONG, message.payload), None)
-            return
-        if message.opcode == frames.OP_PONG:
-            return
+    def _dispatch(self, opcode: int, payload: bytes) -> None:
         data: str | bytes
-        if message.opcode == frames.OP_TEXT:
-            data = message.payload.decode("utf-8", "replace")
+        if opcode == _OP.OPCODE_TEXT:
+            data = payload.decode("utf-8", "replace")
             if (reply := self._codec.autoreply(data)) is not None:
                 # Heartbeats are answered here, not in the mailbox, so a busy
                 # actor never misses the server's ping timeout.
                 self.send(reply)
                 return
         else:
-            data = message.payload
+            data = payload
         with self._lock:
             if self._by_us:
                 return  # closing: nobody wants it, and it must not hold the reader
@@ -527,7 +600,7 @@ class Connection:
 
     def _close_with(self, code: int) -> None:
         """Say why before hanging up: drop unwritten frames, write a close frame, stop."""
-        close = frames.encode_frame(frames.OP_CLOSE, frames.close_payload(code))
+        close = wsc.frame_bytes(wsc.close_payload(code), _OP.OPCODE_CLOSE)
         with self._lock:
             if self._by_us or self._error is not None:
                 return
@@ -586,6 +659,10 @@ def same_origin_target(current: str, location: str) -> str | None:
 def _handshake_error(exc: Exception) -> Exception:
     if isinstance(exc, HandshakeError):
         return exc
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        refused = HandshakeRefused(exc.status_code, exc.resp_headers, exc.resp_body or b"")
+        refused.__cause__ = exc
+        return refused
     error = HandshakeError(f"handshake failed: {exc or type(exc).__name__}")
     error.__cause__ = exc
     return error

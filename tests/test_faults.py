@@ -6,6 +6,7 @@ is left pending. Classes marked ``concurrency`` also run under gevent.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +26,11 @@ from supervisor import (
     SessionStatus,
     Supervisor,
 )
-from supervisor._http import TlsOptions, lookup_chainlit_version, upgrade
-from supervisor._transport import same_origin_target
+from supervisor._admission import Admission
+from supervisor._http import TlsOptions, lookup_chainlit_version
+from supervisor._transport import Connection, OpenFailed, TransportOptions, same_origin_target
 from supervisor.errors import HandshakeError, HandshakeRedirected
+from supervisor.protocols import Identity, make_codec
 
 KIB = 1024
 
@@ -118,12 +121,19 @@ class TestRedirects:
         assert other_origin.connections == 0
 
     def test_refusal_carries_status_and_location(self, other_origin: HostileServer) -> None:
-        """The transport's error is a HandshakeRefused with the status and the Location."""
-        with HostileServer(redirect_to(other_origin.url("ws", "/x"), 307)) as server, \
-                pytest.raises(HandshakeRedirected) as caught:
-            upgrade(server.url(), [], time.monotonic() + 5, TlsOptions(), lambda _s: None)
-        assert (caught.value.status_code, caught.value.location) == (307,
-                                                                      other_origin.url("ws", "/x"))
+        """The transport reports a HandshakeRefused with the status and the Location."""
+        reports: queue.Queue[Any] = queue.Queue()
+        with HostileServer(redirect_to(other_origin.url("ws", "/x"), 307)) as server:
+            codec = make_codec(SessionSpec(url=server.url()).protocol_config, Identity(None),
+                               confirm_resume=False)
+            connection = Connection(codec, 1, reports.put, Admission(10, 100.0),
+                                    TransportOptions(connect_timeout=5))
+            connection.start()
+            outcome = [reports.get(timeout=10) for _ in range(2)][-1]
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeRedirected)
+        assert (outcome.error.status_code, outcome.error.location) == (
+            307, other_origin.url("ws", "/x"))
 
     def test_opt_in_follows_same_origin(self) -> None:
         """follow_redirects=True follows a same-origin 308 and connects there."""
@@ -336,6 +346,35 @@ class TestSizeLimit:
             assert session.state().oversized_messages == 1
             wait_until(lambda: bool(closes), what="the close frame at the server")
         assert closes[0] == (0x8, (1009).to_bytes(2, "big"))
+
+    @pytest.mark.parametrize("frames", [
+        [(b"a", 0x1, False), (b"b", 0x1, True)],     # a new message inside a fragmented one
+        [(b"x", 0x0, True)],                          # a continuation of nothing
+        [(b"x", 0x3, True)],                          # a reserved opcode
+        [(b"x", 0x9, False)],                         # a fragmented ping
+    ], ids=["interleaved", "orphan-continuation", "opcode", "fragmented-ping"])
+    def test_broken_framing_ends_the_connection(self, frames: list[Any]) -> None:
+        """A framing violation ends the connection with ConnectionLost and close code 1002."""
+        closes: list[tuple[int, bytes]] = []
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            peer.accept_upgrade(headers)
+            peer.read_frame()
+            for payload, opcode, fin in frames:
+                peer.send_frame(payload, opcode, fin=fin)
+            closes.append(peer.read_frame())
+
+        lifecycles = Lifecycles()
+        with HostileServer(handler) as server, \
+                Supervisor.start(fast_policy(max_restarts=0)) as sup:
+            session = sup.open(SessionSpec(url=server.url(), on_lifecycle=lifecycles))
+            session.send("hello").get(timeout=10)
+            lost = lifecycles.wait_for(LifecycleKind.LOST)
+            assert lost.error == "ConnectionLost"
+            assert "protocol violation" in (lost.reason or "")
+            wait_until(lambda: bool(closes), what="the close frame at the server")
+        assert closes[0] == (0x8, (1002).to_bytes(2, "big"))
 
 
 def trickle(stop: threading.Event, interval: float = 0.2) -> Any:

@@ -1,0 +1,210 @@
+"""What the transport adds on top of websocket-client (internal).
+
+websocket-client owns the socket, the upgrade and the framing. It keeps a
+process-wide cookie jar, accumulates whatever length a peer announces, and its
+timeouts are per read: the pieces here close those gaps without replacing it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websocket
+import websocket._abnf as _ws_abnf
+import websocket._handshake as _ws_handshake
+
+from supervisor._http import TlsOptions
+
+ABNF = websocket.ABNF
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TOO_BIG = 1009
+DATA_OPCODES = frozenset({ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT})
+
+
+# --- cookies ---------------------------------------------------------------------------
+
+
+class _NoCookieJar(websocket._cookiejar.SimpleCookieJar):
+    """A jar that keeps nothing: cookies travel only in each session's own handshake.
+
+    websocket-client stores every ``Set-Cookie`` with a domain in one
+    process-wide jar and adds it to every later handshake to that host, so a
+    cookie set for one session would be sent by all the others (I8).
+    """
+
+    def add(self, set_cookie: str | None) -> None:
+        return None
+
+    def set(self, set_cookie: str) -> None:
+        return None
+
+    def get(self, host: str) -> str:
+        return ""
+
+
+def isolate_cookies() -> None:
+    """Replace websocket-client's process-wide cookie jar with one that keeps nothing."""
+    if not isinstance(_ws_handshake.CookieJar, _NoCookieJar):
+        _ws_handshake.CookieJar = _NoCookieJar()
+
+
+isolate_cookies()
+
+
+# --- framing -----------------------------------------------------------------------------
+
+
+class FrameTooBig(Exception):
+    """Internal: a frame's announced length would take its message over the bound."""
+
+    def __init__(self, announced: int, limit: int) -> None:
+        super().__init__(f"message of {announced} bytes or more, over {limit}")
+        self.announced = announced
+        self.limit = limit
+
+
+class BoundedFrameBuffer(_ws_abnf.frame_buffer):
+    """websocket-client's frame reader, refusing a frame on its length, before its payload.
+
+    The reader sets ``held`` (bytes of the message so far) before each frame;
+    a data frame whose announced length takes the message past ``limit``
+    raises :class:`FrameTooBig` right after the length is read, so a peer
+    announcing 50 MB costs its header, not 50 MB. State survives a socket
+    timeout (websocket-client keeps header, length and partial payload).
+    """
+
+    def __init__(self, recv: Callable[[int], bytes], limit: int) -> None:
+        super().__init__(recv, True)  # UTF-8 is decoded (with replacement) by the reader
+        self.limit = limit
+        self.held = 0
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        assert self.header is not None
+        assert self.length is not None
+        opcode = self.header[4]
+        if opcode in DATA_OPCODES and self.held + self.length > self.limit:
+            raise FrameTooBig(self.held + self.length, self.limit)
+
+
+class Assembler:
+    """Internal: data frames in, whole messages out (fragments joined, order checked)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._opcode: int | None = None
+        self.held = 0
+        """Bytes of the unfinished message so far."""
+
+    def feed(self, frame: Any) -> tuple[int, bytes] | None:
+        """``(opcode, payload)`` once a message is whole; raises on a misplaced fragment."""
+        opcode = frame.opcode
+        data = frame.data
+        payload = data if isinstance(data, bytes) else bytes(data, "utf-8")
+        if (opcode == ABNF.OPCODE_CONT) == (self._opcode is None):
+            msg = "continuation frame without a message, or a new message inside one"
+            raise websocket.WebSocketProtocolException(msg)
+        if not frame.fin:
+            if self._opcode is None:
+                self._opcode = opcode
+            self._parts.append(payload)
+            self.held += len(payload)
+            return None
+        if self._opcode is None:
+            return opcode, payload
+        message = (self._opcode, b"".join([*self._parts, payload]))
+        self._parts, self._opcode, self.held = [], None, 0
+        return message
+
+
+def frame_bytes(payload: bytes | str, opcode: int) -> bytes:
+    """One final, masked client frame."""
+    data: bytes = ABNF.create_frame(payload, opcode).format()
+    return data
+
+
+def close_payload(code: int) -> bytes:
+    return struct.pack("!H", code)
+
+
+def close_code(payload: bytes | str) -> int:
+    """The status code of a received close frame (1005: none given)."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
+
+
+def sslopt(tls: TlsOptions) -> dict[str, Any]:
+    """websocket-client's TLS options (read by the ``WebSocket`` constructor)."""
+    if not tls.verify:
+        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    if tls.ca_file is not None:
+        return {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": tls.ca_file}
+    return {}
+
+
+# --- deadlines -----------------------------------------------------------------------------
+
+
+class Deadlines:
+    """One thread for every handshake deadline (a timer thread each would cost a thread).
+
+    A callback returns True to be called again shortly: the socket it must
+    shut down may not exist yet (websocket-client exposes it after TCP and TLS).
+    """
+
+    RETRY = 0.05
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], bool]]] = []
+        self._cancelled: set[int] = set()
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._running: int | None = None
+
+    def watch(self, deadline: float, callback: Callable[[], bool]) -> int:
+        with self._cond:
+            key = next(self._order)
+            heapq.heappush(self._heap, (deadline, key, callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="supervisor-deadlines")
+                self._thread.start()
+            self._cond.notify()
+            return key
+
+    def cancel(self, key: int) -> None:
+        with self._cond:
+            if key == self._running or any(entry[1] == key for entry in self._heap):
+                self._cancelled.add(key)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                _, key, callback = heapq.heappop(self._heap)
+                if key in self._cancelled:
+                    self._cancelled.discard(key)
+                    continue
+                self._running = key
+            again = callback()
+            with self._cond:
+                self._running = None
+                if key in self._cancelled:
+                    self._cancelled.discard(key)
+                elif again:
+                    heapq.heappush(self._heap, (time.monotonic() + self.RETRY, key, callback))
+
+
+deadlines = Deadlines()
