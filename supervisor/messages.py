@@ -84,7 +84,8 @@ class SessionState:
     reason: str | None = None
     """Why the session failed or last lost its connection."""
     outbox: int = 0
-    """Sends buffered while reconnecting."""
+    """Sends accepted and not yet written: buffered while reconnecting, or queued behind a
+    slow socket (``outbox_limit`` bounds it)."""
     stale_frames_dropped: int = 0
     """Frames that arrived on a superseded connection and were dropped (I4)."""
     malformed_frames: int = 0
