@@ -200,6 +200,8 @@ def refusal(response: Response) -> HandshakeRefused:
 
 _versions: dict[tuple[str, TlsOptions], str] = {}
 _versions_lock = threading.Lock()
+_MAX_CACHED_VERSIONS = 1024
+"""More servers than this in one process: the cache starts over (it is only a cache)."""
 
 
 def server_base(url: str) -> str:
@@ -239,6 +241,8 @@ def lookup_chainlit_version(base: str, deadline: float, tls: TlsOptions,
         raise refusal(response)
     version = "1" if "text/html" in response.header("content-type") else "2"
     with _versions_lock:
+        if len(_versions) >= _MAX_CACHED_VERSIONS:
+            _versions.clear()
         _versions[key] = version
     return version
 
