@@ -15,6 +15,7 @@ further handshake (I3) and the server sees thread ids in the order accepted.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections import deque
@@ -125,12 +126,15 @@ class SessionActor(pykka.ThreadingActor):
         self._phase_mark = 0.0
         self._unprocessed: deque[Command] = deque()
         """Commands parked for this actor, not yet handled (kept if on_start crashes)."""
+        self._own_ident: int | None = None
+        """The actor's own thread (or greenlet), to recognise synchronous transport reports."""
         self._current: Command | None = None
         """The command being handled, so a crash in its handler does not lose it."""
 
     # --- lifecycle ----------------------------------------------------------------
 
     def on_start(self) -> None:
+        self._own_ident = threading.get_ident()
         # pykka does not call on_failure when on_start raises: do it here.
         try:
             self._unprocessed.extend(self._record.take_parked(self.actor_ref))
@@ -302,6 +306,11 @@ class SessionActor(pykka.ThreadingActor):
 
     def _report(self, report: Report) -> None:
         """Transport callback (reader thread): hand the report to the mailbox."""
+        if isinstance(report, Written) and threading.get_ident() == self._own_ident:
+            # Written at once inside our own send(): settle it now, no mailbox round trip.
+            if report.generation == self._record.generation:
+                self._outbox.written(report.token)
+            return
         try:
             self.actor_ref.tell(report)
         except pykka.ActorDeadError:

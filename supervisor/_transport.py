@@ -172,9 +172,13 @@ class Connection:
         self._report = report
         self._admission = admission
         self._options = options
-        self._lock = threading.Lock()
-        self._writable = threading.Condition(self._lock)
-        self._credit = threading.Condition(self._lock)
+        # An RLock: Condition.notify() asks the lock whether it is held, which a
+        # plain Lock answers with a non-blocking acquire (a greenlet switch under
+        # gevent, on every frame); an RLock knows its owner.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        """One condition for the reader (credit) and the writer (work): fewer objects per
+        session; every notify is a notify_all, and each waiter re-checks its own test."""
         # Everything below is guarded by _lock.
         self._writes: deque[tuple[bytes | object, object | None]] = deque()
         self._write_bytes = 0
@@ -222,7 +226,7 @@ class Connection:
         with self._lock:
             self._backlog_frames = max(0, self._backlog_frames - 1)
             self._backlog_bytes = max(0, self._backlog_bytes - nbytes)
-            self._credit.notify()
+            self._changed.notify_all()
 
     @property
     def inbound_backlog(self) -> int:
@@ -252,7 +256,7 @@ class Connection:
                       None)
         with self._lock:
             self._by_us = True
-            self._credit.notify()  # a reader waiting for credit goes on to drain and end
+            self._changed.notify_all()  # a reader waiting for credit goes on to drain and end
             if self._writes or self._writing:
                 self._writes.append((_SHUTDOWN, None))
                 self._kick()
@@ -266,8 +270,7 @@ class Connection:
         self._admission.wake_all()
         with self._lock:
             self._by_us = True
-            self._writable.notify_all()
-            self._credit.notify_all()
+            self._changed.notify_all()
         self._shutdown_current()
 
     # --- internals -----------------------------------------------------------------
@@ -321,15 +324,14 @@ class Connection:
                                             daemon=True, name=f"ws-gen{self.generation}-writer")
             self._writer.start()
         else:
-            self._writable.notify()
+            self._changed.notify_all()
 
     def _fail(self, error: Exception) -> None:
         """A write failed: the reader ends the connection and reports ``error``."""
         with self._lock:
             if self._error is None:
                 self._error = error
-            self._writable.notify_all()
-            self._credit.notify_all()
+            self._changed.notify_all()
         self._shutdown_current()
 
     def _shutdown_current(self) -> bool:
@@ -362,8 +364,11 @@ class Connection:
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
             with self._lock:
                 leftover, self._sock = self._sock, None
+                ws, self._ws = self._ws, None
             if leftover is not None:
                 leftover.close()
+            if ws is not None:
+                ws.shutdown()  # type: ignore[no-untyped-call] # upgraded, then aborted: close it
             error: Exception
             if self._timed_out:
                 error = HandshakeError(
@@ -477,7 +482,7 @@ class Connection:
             with self._lock:
                 self._writing = False
                 while not self._writes and not self._writer_done():
-                    self._writable.wait()
+                    self._changed.wait()
                 if self._writer_done():
                     return
                 data, token = self._writes.popleft()
@@ -531,6 +536,7 @@ class Connection:
     def _read_loop(self, sock: socket.socket) -> None:
         reader = wsc.BoundedFrameBuffer(lambda size: websocket_recv(sock, size),
                                         self._options.max_message_bytes)
+        self._install(reader)
         assembler = wsc.Assembler()
         error: Exception | None = None
         clean = False
@@ -571,6 +577,11 @@ class Connection:
             error.__cause__ = exc
         self._finish(sock, error, clean=clean)
 
+    def _install(self, reader: wsc.BoundedFrameBuffer) -> None:
+        """Make ``reader`` websocket-client's frame reader too (one per connection, not two)."""
+        if self._ws is not None:
+            self._ws.frame_buffer = reader
+
     def _dispatch(self, opcode: int, payload: bytes) -> None:
         data: str | bytes
         if opcode == _OP.OPCODE_TEXT:
@@ -592,11 +603,14 @@ class Connection:
     def _await_credit(self) -> None:
         """Block while the driver has too many frames or bytes unconsumed (TCP pushes back)."""
         options = self._options
+        if (self._backlog_frames < options.inbound_max_frames
+                and self._backlog_bytes < options.inbound_max_bytes):
+            return  # the common case, read without the lock (an int read is atomic)
         with self._lock:
             while ((self._backlog_frames >= options.inbound_max_frames
                     or self._backlog_bytes >= options.inbound_max_bytes)
                    and not self._by_us and self._error is None):
-                self._credit.wait()
+                self._changed.wait()
 
     def _close_with(self, code: int) -> None:
         """Say why before hanging up: drop unwritten frames, write a close frame, stop."""
@@ -620,7 +634,7 @@ class Connection:
             if not by_us and self._writes and self._writes[-1][0] is not _SHUTDOWN:
                 self._writes.clear()  # the peer is gone: unwritten frames stay unwritten
                 self._write_bytes = 0
-            self._writable.notify_all()
+            self._changed.notify_all()
         if writer is not None:
             # A close frame queued just now gets its chance, bounded; then Ended
             # follows every Written of this connection.

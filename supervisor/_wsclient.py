@@ -159,52 +159,55 @@ class Deadlines:
 
     A callback returns True to be called again shortly: the socket it must
     shut down may not exist yet (websocket-client exposes it after TCP and TLS).
+    ``cancel`` is O(1) and drops the callback at once, so a finished handshake
+    holds nothing here.
     """
 
     RETRY = 0.05
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], bool]]] = []
-        self._cancelled: set[int] = set()
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Callable[[], bool]] = {}
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._running: int | None = None
 
     def watch(self, deadline: float, callback: Callable[[], bool]) -> int:
         with self._cond:
             key = next(self._order)
-            heapq.heappush(self._heap, (deadline, key, callback))
+            self._callbacks[key] = callback
+            heapq.heappush(self._heap, (deadline, key))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="supervisor-deadlines")
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][1] == key:
+                self._cond.notify()  # a new earliest deadline; otherwise no need to wake
             return key
 
     def cancel(self, key: int) -> None:
         with self._cond:
-            if key == self._running or any(entry[1] == key for entry in self._heap):
-                self._cancelled.add(key)
+            self._callbacks.pop(key, None)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
-                _, key, callback = heapq.heappop(self._heap)
-                if key in self._cancelled:
-                    self._cancelled.discard(key)
-                    continue
-                self._running = key
+                while True:
+                    while self._heap and self._heap[0][1] not in self._callbacks:
+                        heapq.heappop(self._heap)  # cancelled
+                    if self._heap and self._heap[0][0] <= time.monotonic():
+                        break
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, key = heapq.heappop(self._heap)
+                callback = self._callbacks[key]
             again = callback()
             with self._cond:
-                self._running = None
-                if key in self._cancelled:
-                    self._cancelled.discard(key)
-                elif again:
-                    heapq.heappush(self._heap, (time.monotonic() + self.RETRY, key, callback))
+                if key not in self._callbacks:
+                    continue
+                if again:
+                    heapq.heappush(self._heap, (time.monotonic() + self.RETRY, key))
+                else:
+                    del self._callbacks[key]
 
 
 deadlines = Deadlines()
