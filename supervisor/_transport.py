@@ -62,6 +62,8 @@ _CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 MAX_REDIRECTS = 3
 """Same-origin redirects followed per handshake (with ``follow_redirects``)."""
 _WRITE_CHUNK = 64 * 1024
+_PLAIN_WRITES = os.name == "posix" and hasattr(socket, "MSG_DONTWAIT")
+"""Non-blocking writes without a socket timeout (Linux, macOS); elsewhere timeout mode."""
 _OP = websocket.ABNF
 
 
@@ -194,6 +196,7 @@ class Connection:
         self._live: socket.socket | None = None
         """The open WebSocket's socket, once the upgrade succeeded."""
         self._raw_fd = -1
+        self._fd_nonblocking = False
         """Its file descriptor when plain TCP (not TLS): the fast path may write it directly."""
         self._writer: threading.Thread | None = None
         """Started on the first write that cannot complete at once (most never need one)."""
@@ -302,14 +305,15 @@ class Connection:
         if written and token is not None:
             self._report(Written(self.generation, token))
 
-    def _write_now(self, data: bytes) -> int:
-        """Bytes of ``data`` written without blocking (the fd is non-blocking); lock held."""
+    def _write_now(self, data: bytes | memoryview) -> int:
+        """Bytes of ``data`` written to the plain-TCP socket without blocking."""
         try:
-            return os.write(self._raw_fd, data)
-        except BlockingIOError:
-            return 0
+            if self._fd_nonblocking:
+                return os.write(self._raw_fd, data)
+            assert self._live is not None
+            return self._live.send(data, socket.MSG_DONTWAIT)
         except OSError:
-            return 0  # the writer meets the same error and reports it
+            return 0  # full (BlockingIOError), or broken: the writer meets it and reports it
 
     def _kick(self) -> None:
         """Wake the writer, or start it; lock held.
@@ -383,8 +387,13 @@ class Connection:
             return
         with self._lock:
             self._live = sock
-            if os.name == "posix" and not secure:
+            if _PLAIN_WRITES and not secure:
+                # Reads block without a timer per read (a gevent Timeout object each);
+                # writes never block: they pass MSG_DONTWAIT, or the descriptor is
+                # non-blocking underneath already (gevent).
+                sock.settimeout(None)
                 self._raw_fd = sock.fileno()
+                self._fd_nonblocking = not os.get_blocking(self._raw_fd)
             if self._writes:
                 self._kick()
         self._report(Opened(self.generation, self, headers, self._admitted_at,
@@ -430,8 +439,8 @@ class Connection:
         assert ws is not None
         sock = ws.sock
         assert sock is not None
-        # The socket stays in timeout mode (non-blocking underneath) so the
-        # writer's partial writes never block; the reader resumes after a tick.
+        # TLS stays in timeout mode (non-blocking underneath) so the writer's
+        # partial writes never block; the reader resumes after each tick.
         sock.settimeout(self._options.write_timeout)
         return sock, dict(ws.getheaders() or {}), Origin.of(url).secure
 
@@ -515,6 +524,8 @@ class Connection:
         deadline = time.monotonic() + timeout
         view = memoryview(data)
         sent = 0
+        with self._lock:
+            plain, nonblocking = self._raw_fd >= 0, self._fd_nonblocking
         poller = select.poll()  # gevent patches it; select() would fail past fd 1024
         poller.register(sock.fileno(), select.POLLOUT)
         while sent < len(view):
@@ -528,8 +539,14 @@ class Connection:
                 raise ConnectionLost(msg)
             if not poller.poll(left * 1000):
                 continue
+            chunk = view[sent:sent + _WRITE_CHUNK]
             with contextlib.suppress(BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
-                sent += sock.send(view[sent:sent + _WRITE_CHUNK])
+                if not plain:
+                    sent += sock.send(chunk)  # TLS, in timeout mode
+                elif nonblocking:
+                    sent += os.write(sock.fileno(), chunk)
+                else:
+                    sent += sock.send(chunk, socket.MSG_DONTWAIT)
 
     # --- reader thread ---------------------------------------------------------------
 
