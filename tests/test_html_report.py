@@ -316,6 +316,87 @@ def test_chromium_screenshot_draws_every_plot(
         assert len(columns) > 0.8 * (right - left), f"{name}: lines span {len(columns)} px"
 
 
+def _with_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """The sample with a failed threshold and error details, as a degraded run writes them."""
+    report["thresholds"] = [
+        {"expression": "errors.ratio<=0.01", "value": 0.0532, "unit": "ratio", "ok": False},
+        {"expression": "turn.p99<2s", "value": 468.0, "unit": "ms", "ok": True},
+        {"expression": "first_token.p99.9<1ms", "value": None, "unit": "ms", "ok": False}]
+    report["errors"] = {"ratio": 0.0532, "count": 166, "operations": 3118, "by_kind": {
+        "connection_lost": {"count": 134, "message": "server closed the connection with code "
+                            "1011", "first_seen_s": 0.2, "last_seen_s": 29.8},
+        "resume_refused": {"count": 14, "message": "<b>injected</b> refusal",
+                           "first_seen_s": 3.5, "last_seen_s": 29.8}}}
+    report["exit"].update(passed=False, status=1)
+    return report
+
+
+def test_thresholds_and_error_details_render() -> None:
+    """Each threshold with its figure and a check or cross; each error kind with its details."""
+    page = render_html(_with_verdict(_sample()))
+    assert 'class="badge fail">FAILED' in page
+    assert ('<tr><td class="bad">✗</td><td><code>errors.ratio&lt;=0.01</code></td>'
+            '<td class="n">5.32 %</td></tr>') in page
+    assert ('<tr><td class="ok">✓</td><td><code>turn.p99&lt;2s</code></td>'
+            '<td class="n">468 ms</td></tr>') in page
+    assert "no samples" in page
+    assert ('<tr><td><code>connection_lost</code></td><td class="n">134</td>'
+            '<td class="n">0.2 s</td><td class="n">29.8 s</td>'
+            '<td class="msg">server closed the connection with code 1011</td></tr>') in page
+    assert "&lt;b&gt;injected&lt;/b&gt; refusal" in page
+    assert "166 failed of 3,118 operations: 5.32 %" in page
+
+
+def test_no_session_connected_shows_the_hint() -> None:
+    """A run where nothing connected says so, with the hint, instead of PASSED or FAILED."""
+    report = _sample()
+    report["exit"].update(passed=False, status=3, stopped_because="no_session_connected",
+                          hint="authentication: the server refused the sessions")
+    page = render_html(report)
+    assert 'class="badge fail">NO SESSION CONNECTED' in page
+    assert "authentication: the server refused the sessions" in page
+
+
+VERDICT_PROBE = """<script>
+(() => {
+  const found = {};
+  for (const id of ["thresholds", "errors"]) {
+    const panel = document.getElementById(id);
+    const box = panel.getBoundingClientRect();
+    const rows = [...panel.querySelectorAll("tbody tr")].map(row => ({
+      text: row.innerText, h: row.getBoundingClientRect().height,
+      colour: getComputedStyle(row.cells[0]).color}));
+    found[id] = {w: box.width, h: box.height, rows};
+  }
+  document.body.dataset.probe = JSON.stringify(found);
+})();
+</script>"""
+
+
+@needs_chromium
+def test_chromium_shows_thresholds_and_error_details(tmp_path: Path) -> None:
+    """In Chromium the thresholds (cross in red, check in green) and error rows are laid out."""
+    page = render_html(_with_verdict(_sample())).replace("</body>", VERDICT_PROBE + "</body>")
+    target = tmp_path / "report.html"
+    target.write_text(page, encoding="utf-8")
+    dumped = _chromium(tmp_path / "profile", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                       "--dump-dom", target.as_uri())
+    found = re.search(r'data-probe="([^"]*)"', dumped.stdout)
+    assert found, f"chromium wrote no probe (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
+    probe = json.loads(html.unescape(found.group(1)))
+    thresholds, errors = probe["thresholds"], probe["errors"]
+    assert thresholds["w"] > 1000
+    assert thresholds["h"] > 100
+    assert [row["text"].split("\t")[:2] for row in thresholds["rows"]] == [
+        ["✗", "errors.ratio<=0.01"], ["✓", "turn.p99<2s"], ["✗", "first_token.p99.9<1ms"]]
+    assert thresholds["rows"][0]["colour"] == "rgb(198, 40, 40)"  # the cross, red
+    assert thresholds["rows"][1]["colour"] == "rgb(26, 138, 71)"  # the check, green
+    assert all(row["h"] > 10 for row in thresholds["rows"] + errors["rows"])
+    assert [row["text"].split("\t")[0] for row in errors["rows"]] == [
+        "connection_lost", "resume_refused"]
+    assert "server closed the connection with code 1011" in errors["rows"][0]["text"]
+
+
 if __name__ == "__main__":
     # Regenerate the docs screenshot: the whole page of the sample report, 1280 px wide.
     import tempfile

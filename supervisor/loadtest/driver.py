@@ -125,6 +125,7 @@ class Driver:
         self._books = threading.Lock()
         self._in_flight = False
         self._loss: tuple[str, str] | None = None
+        self._resuming = False
 
     # --- callbacks (run in the session's actor: keep them short) ----------------
 
@@ -132,17 +133,12 @@ class Driver:
         metrics, kind = self.ctx.metrics, event.kind
         if kind is LifecycleKind.CONNECTING:
             metrics.count("handshakes")
-            metrics.session_disconnected(self.session_id)  # the old connection is gone
+            if not self._resuming:
+                # The old connection is gone; a thread switch the session asked for
+                # keeps it active (connected_end counts it), unless the switch fails.
+                metrics.session_disconnected(self.session_id)
         elif kind is LifecycleKind.CONNECTED:
-            timings = event.timings
-            metrics.count("connects")
-            metrics.session_connected(self.session_id)
-            if "total" in timings:
-                metrics.record("connect", timings["total"])
-            for phase in ("upgrade", "open", "namespace"):
-                if phase in timings:
-                    metrics.record(f"connect_{phase}", timings[phase])
-            self._connected[event.generation] = (event.at, timings.get("thread"))
+            self._on_connected(event)
         elif kind is LifecycleKind.LOST:
             metrics.session_disconnected(self.session_id)
             reason = event.reason or event.error or "connection lost"
@@ -163,6 +159,17 @@ class Driver:
                 metrics.error("session_failed", event.reason or event.error or "gave up")
         else:
             metrics.session_disconnected(self.session_id)
+
+    def _on_connected(self, event: Lifecycle) -> None:
+        metrics, timings = self.ctx.metrics, event.timings
+        metrics.count("connects")
+        metrics.session_connected(self.session_id)
+        if "total" in timings:
+            metrics.record("connect", timings["total"])
+        for phase in ("upgrade", "open", "namespace"):
+            if phase in timings:
+                metrics.record(f"connect_{phase}", timings[phase])
+        self._connected[event.generation] = (event.at, timings.get("thread"))
 
     def _lost(self, event: Lifecycle, reason: str) -> None:
         """Note a lost connection or failed handshake; counted later, once."""
@@ -336,6 +343,7 @@ class Driver:
         self._thread_index = (self._thread_index + 1) % len(self.threads)
         started = self.ctx.clock()
         self._begin()
+        self._resuming = True
         failed = False
         try:
             result = self._wait(session.resume(self.threads[self._thread_index]),
@@ -346,6 +354,7 @@ class Driver:
                 self._failed("resume", exc)
             return
         finally:
+            self._resuming = False
             self._end(failed=failed)
         if result.superseded:
             return

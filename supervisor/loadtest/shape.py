@@ -40,7 +40,10 @@ def parse_stages(value: Any, source: str) -> tuple[Stage, ...]:
         when, sep, count = item.rpartition(":")
         if not sep or not when.strip():
             raise ConfigError(f"{source}: {item!r} is not DURATION:SESSIONS", STAGES_EXAMPLE)
-        seconds = parse_duration(when, f"{source} stage {item!r}")
+        try:
+            seconds = parse_duration(when, f"{source} stage {item!r}")
+        except ConfigError as exc:
+            raise ConfigError(exc.what, f"durations like 30s or 2m, {STAGES_EXAMPLE}") from None
         try:
             sessions = int(count.strip())
         except ValueError:

@@ -18,7 +18,7 @@ _WORDS = {
     "authentication": ("http 401", "http 403", "authenticat", "authoriz", "credential",
                        "refused by server", "rejected by server", "protocolrefused",
                        "unauthorized", "forbidden", "login"),
-    "timeout": ("timed out", "timeout", "no answer within"),
+    "timeout": ("timed out", "timeout", "no answer within", "not completed within"),
     "unreachable": ("connection refused", "connectionrefusederror", "unreachable",
                     "name or service not known", "no route to host"),
     "protocol": ("http ", "bad status", "handshake status", "engine.io", "socket.io",

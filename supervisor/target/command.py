@@ -79,7 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> TargetOptions:
-    """The :class:`TargetOptions` the parsed ``args`` ask for."""
+    """The :class:`TargetOptions` the parsed ``args`` ask for; ValueError when one is bad."""
+    for name in ("password", "secret"):
+        if getattr(args, name) == "":
+            msg = f"--{name} must not be empty (leave it out for the default)"
+            raise ValueError(msg)
     extra = {"secret": args.secret} if args.secret else {}
     return TargetOptions(
         identity_style=args.identity_style, require_login=args.require_login,
