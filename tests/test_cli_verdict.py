@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import itertools
 import json
 import os
 import threading
@@ -170,23 +171,28 @@ class TestConversations:
         return [json.loads(line) for line in log.read_text().splitlines()]
 
     def test_messages_file_prompts_are_sent(self, tmp_path: Path) -> None:
-        """Every prompt of the file is sent, and nothing else; multi-turn ones in order."""
-        prompts, log = tmp_path / "prompts.jsonl", tmp_path / "messages.jsonl"
-        prompts.write_text('"What is 2+2?"\n["Name a colour.", "Why that one?"]\n')
-        result = supervisor("loadtest", "--messages", str(prompts), "--target-option",
-                            f"message_log={log}", "--sessions", "6", "--duration", "3s",
-                            "--think-time", "100ms", "--threads-per-session", "1", "--quiet")
+        """The docs' conversations file: every prompt is sent, nothing else, turns in order."""
+        conversations = [json.loads(line) for line in
+                         (EXAMPLES / "conversations.jsonl").read_text().splitlines()]
+        turns = [[c] if isinstance(c, str) else c for c in conversations]
+        log = tmp_path / "messages.jsonl"
+        result = supervisor("loadtest", "--messages", "docs/examples/conversations.jsonl",
+                            "--target-option", f"message_log={log}", "--sessions", "6",
+                            "--duration", "3s", "--think-time", "100ms",
+                            "--threads-per-session", "1", "--quiet")
         assert result.returncode == 0, result.stderr + result.stdout[-3000:]
         records = self.sent(log)
-        assert {r["text"] for r in records} == {"What is 2+2?", "Name a colour.",
-                                                "Why that one?"}
+        assert {r["text"] for r in records} == {text for turn in turns for text in turn}
+        follows = {later: earlier for turn in turns
+                   for earlier, later in itertools.pairwise(turn)}
         by_session: dict[str, list[str]] = {}
         for record in records:
             by_session.setdefault(record["session_id"], []).append(record["text"])
         for texts in by_session.values():
             for index, text in enumerate(texts):
-                if text == "Why that one?":
-                    assert texts[index - 1] == "Name a colour.", texts
+                if text in follows:  # a follow-up comes right after its conversation's turn
+                    assert index > 0, texts
+                    assert texts[index - 1] == follows[text], texts
 
     def test_seed_makes_the_draws_reproducible(self, tmp_path: Path) -> None:
         """The same --seed sends the same prompts (as a multiset); another seed, others."""
@@ -342,3 +348,43 @@ class TestBadInputSweep:
         assert len(lines) == 1, result.stderr
         assert fragment in lines[0]
         assert "Traceback" not in result.stderr
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TestDocs:
+    """The README's commands, .ci/run and the load-testing guide's commands stay true."""
+
+    def test_readme_commands_and_ci_are_in_step(self) -> None:
+        """Line 1: the light install and the load test; line 2: test tools and pytest."""
+        readme = (ROOT / "README.md").read_text()
+        block = readme.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+        assert block[0].endswith("pip install -e . && supervisor loadtest")
+        assert block[1] == "pip install -e '.[test]' && python -m pytest"
+        ci = (ROOT / ".ci" / "run").read_text()
+        assert "python -m pip install --quiet -e .\n" in ci
+        assert "python -m pip install --quiet -e '.[test]'\n" in ci
+        assert ci.rstrip().endswith("python -m pytest")
+        for text in (readme, (ROOT / "docs" / "load-testing.md").read_text()):
+            assert "pip install session-supervisor" not in text  # not on PyPI
+
+    def test_guide_commands_parse(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every 'supervisor loadtest' command in the guide is valid input (from the root)."""
+        import shlex  # noqa: PLC0415
+
+        from supervisor.loadtest.config import resolve  # noqa: PLC0415
+
+        monkeypatch.chdir(ROOT)
+        guide = (ROOT / "docs" / "load-testing.md").read_text().replace("\\\n", " ")
+        commands = [line.strip() for line in guide.splitlines()
+                    if line.strip().startswith("supervisor loadtest ")]
+        assert len(commands) >= 8
+        environ = {"APP_URL": "http://127.0.0.1:8000", "CI_PASSWORD": "pw"}
+        for command in commands:
+            words = shlex.split(command.split("#")[0].replace("$APP_URL", environ["APP_URL"])
+                                .replace("$CI_PASSWORD", environ["CI_PASSWORD"]))
+            args = build_parser().parse_args(words[1:])
+            if args.config:  # the guide's config file is an example, not a file here
+                args.config = None
+            resolve(args, {})

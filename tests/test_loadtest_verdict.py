@@ -266,3 +266,8 @@ class TestNoConnectHint:
                                 "chainlit", 10)
         assert wrong.startswith("protocol:")
         assert "is --protocol chainlit right for this server?" in wrong
+        # 403 on a WebSocket upgrade: a refusal, or a path the server does not route.
+        either = no_connect_hint({"HandshakeRefused: handshake refused with HTTP 403": 3},
+                                 "websocket", 10)
+        assert either.startswith("authentication or protocol:")
+        assert "is --protocol websocket right for this server?" in either

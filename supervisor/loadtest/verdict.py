@@ -52,6 +52,14 @@ def likely_cause(evidence: Mapping[str, int]) -> str | None:
 def no_connect_hint(evidence: Mapping[str, int], protocol: str, connect_timeout: float) -> str:
     """What to check when no session ever connected, from what the handshakes said."""
     cause = likely_cause(evidence)
+    websocket_hint = ("is --protocol websocket right for this server? (it needs a WebSocket "
+                      "endpoint URL, e.g. ws://HOST:PORT/ws/echo)")
+    if cause == "authentication" and protocol == "websocket" and not any(
+            "401" in item for item in evidence):
+        # Web frameworks answer a WebSocket upgrade on a path they do not route
+        # with 403 too (Starlette, uvicorn): a wrong URL looks like a refusal.
+        return ("authentication or protocol: the server refused the WebSocket upgrade "
+                f"(HTTP 403): check the credentials, or {websocket_hint}")
     if cause == "authentication":
         return ("authentication: the server refused the sessions (give --login USER:PASSWORD, "
                 "or check --jwt-secret against the app's CHAINLIT_AUTH_SECRET)")
@@ -61,9 +69,7 @@ def no_connect_hint(evidence: Mapping[str, int], protocol: str, connect_timeout:
     if cause == "unreachable":
         return "unreachable: the server stopped answering (is it still running? check --target)"
     if protocol == "websocket":
-        return ("protocol: the server did not accept a WebSocket there; is --protocol "
-                "websocket right for this server? (it needs a WebSocket endpoint URL, e.g. "
-                "ws://HOST:PORT/ws/echo)")
+        return f"protocol: the server did not accept a WebSocket there; {websocket_hint}"
     return (f"protocol: the server did not answer as Socket.IO; is --protocol {protocol} "
             "right for this server? (chainlit and socketio need the server's base URL, e.g. "
             "http://HOST:PORT)")
