@@ -97,10 +97,12 @@ def test_sample_report_has_every_section() -> None:
     assert page.count('<svg class="plot"') == 3
     for plot in PLOTS:
         assert f'data-plot="{plot}" data-points="20"' in page
-    for heading in ("Sessions", "Counts", "Rates", "Latency", "Errors", "Reconnects", "Run",
-                    "Settings"):
+    for heading in ("Thresholds", "Sessions", "Counts", "Rates", "Latency", "Errors",
+                    "Reconnects", "Run", "Settings"):
         assert f"<h2>{heading}" in page
-    assert "SessionClosed" in page
+    assert "turn_timeout" in page
+    assert "no reply within 30s" in page
+    assert "first_token.p99&lt;100ms" in page
     assert "connection reset by peer" in page
     for key in report["settings"]:
         assert f"<code>--{key.replace('_', '-')}</code>" in page
@@ -136,14 +138,18 @@ def test_strings_from_the_report_are_escaped() -> None:
     """Settings, error kinds, reasons and the URL are escaped: no markup gets through."""
     report = _sample()
     report["settings"]["message"] = "<script>alert(1)</script>"
-    report["counts"]["errors"] = {"<img src=x onerror=alert(1)>": 3}
+    report["errors"]["by_kind"] = {"<img src=x onerror=alert(1)>": {
+        "count": 3, "message": "<i>boom</i>", "first_seen_s": 1, "last_seen_s": 2}}
+    report["thresholds"][0]["expression"] = "<u>turn.p99<2s</u>"
     report["counts"]["reconnects_by_reason"] = {"quote\" & 'apostrophe' <marquee>": 1}
     report["target"]["url"] = 'http://h/"><script>alert(2)</script>'
     page = render_html(report)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;i&gt;boom&lt;/i&gt;" in page
+    assert "&lt;u&gt;turn.p99&lt;2s&lt;/u&gt;" in page
     assert "quote&quot; &amp; &#x27;apostrophe&#x27; &lt;marquee&gt;" in page
-    for raw in ("<script", "<img", "<marquee", 'http://h/">'):
+    for raw in ("<script", "<img", "<marquee", 'http://h/">', "<i>", "<u>"):
         assert raw not in page
 
 

@@ -416,8 +416,8 @@ def _summary(report: Mapping[str, Any]) -> str:
     rate_rows = [(label, _rate(value)) for label, value
                  in _known_then_rest(_dict(report.get("rates")), RATE_ROWS,
                                     frozenset(key for key, _ in RATE_ROWS))]
-    session_rows = ((label, _count(value)) for label, value
-                    in _known_then_rest(sessions, SESSION_ROWS))
+    session_rows = ((label, _percent(value) if label.endswith(" ratio") else _count(value))
+                    for label, value in _known_then_rest(sessions, SESSION_ROWS))
     return "".join((
         '<div class="grid3"><div>', _panel("Sessions", _table(session_rows)),
         _panel("Rates", _table(rate_rows), "whole run"), "</div><div>",

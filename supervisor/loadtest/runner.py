@@ -194,8 +194,7 @@ class LoadTest:
         if because == "no_session_connected":
             hint = no_connect_hint(self.metrics.evidence(), config.protocol,
                                    config.connect_timeout)
-        else:
-            self.metrics.settle_never_connected()
+        self.metrics.settle_never_connected()
         facts = RunFacts(self.base_url, started_at, ended - start, connected_end, stale,
                          self.interrupted, self.target.rss_peak_mib if self.target else None,
                          because, wanted_end, hint)
