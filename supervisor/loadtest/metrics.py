@@ -129,6 +129,8 @@ class _SessionBook:
     ids: list[str] = field(default_factory=list)
     peak: int = 0
     started: int = 0
+    first_started_at: float | None = None
+    """Seconds into the run when the first session started."""
     first_connected_at: float | None = None
     first_failure: str | None = None
 
@@ -213,8 +215,11 @@ class Metrics:
     # --- sessions ---------------------------------------------------------------
 
     def session_started(self, session_id: str | None = None) -> None:
+        at = self._clock() - self.started_at
         with self._lock:
             self._sessions.started += 1
+            if self._sessions.first_started_at is None:
+                self._sessions.first_started_at = at
             if session_id is not None:
                 self._sessions.ids.append(session_id)
 
@@ -279,6 +284,10 @@ class Metrics:
     @property
     def first_connected_at(self) -> float | None:
         return self._sessions.first_connected_at
+
+    @property
+    def first_started_at(self) -> float | None:
+        return self._sessions.first_started_at
 
     @property
     def first_failure(self) -> str | None:

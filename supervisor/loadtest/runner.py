@@ -258,12 +258,13 @@ class LoadTest:
         return "duration"
 
     def _nothing_connects(self, elapsed: float) -> bool:
-        figures = self.metrics.session_figures()
-        if figures["started"] == 0:
-            return False
-        gave_up = figures["gave_up"]
+        """Whether to stop early: sessions given up on, or none connected in time."""
+        first = self.metrics.first_started_at
+        if first is None:
+            return False  # a shape may start its first session late
+        gave_up = self.metrics.session_figures()["gave_up"]
         return (gave_up >= min(GIVE_UPS_BEFORE_VERDICT, self.config.sessions)
-                or elapsed > self.config.connect_timeout + NO_CONNECT_MARGIN_S)
+                or elapsed - first > self.config.connect_timeout + NO_CONNECT_MARGIN_S)
 
     def _finish_drivers(self) -> int:
         """Wait (bounded) for the drivers; the stale frames their sessions dropped."""
