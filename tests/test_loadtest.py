@@ -246,6 +246,20 @@ class TestMetrics:
                            "gave_up": 1}
         assert metrics.first_failure == "refused"
 
+    def test_sessions_still_connecting_at_the_end_are_not_failures(self) -> None:
+        """Never connected: failed after the connect timeout, cut by the end within it."""
+        clock = FakeClock()
+        metrics = Metrics(requested=3, clock=clock)
+        metrics.session_started("old")
+        clock.now += 8.0
+        metrics.session_started("young")
+        metrics.session_started("retired")
+        metrics.session_retired("retired")
+        clock.now += 2.0
+        assert metrics.settle_never_connected(grace_s=5.0) == 1
+        assert metrics.session_figures()["failed"] == 1
+        assert metrics.error_details()["session_never_connected"]["count"] == 1
+
     def test_reconnect_reasons_are_bounded(self) -> None:
         """Past 20 distinct reasons, the rest count as 'other'."""
         metrics = Metrics(requested=1)
@@ -270,7 +284,7 @@ def sample_report(**overrides: Any) -> dict[str, Any]:
     metrics.record("first_token", 0.005)
     clock.now += 0.5
     metrics.roll()
-    metrics.settle_never_connected()  # "b": one failed session
+    metrics.settle_never_connected(0.5)  # "b": one failed session
     config = config_of(*overrides.get("args", ()))
     facts = RunFacts("http://127.0.0.1:1", "2026-01-01T00:00:00+00:00", 1.0, 1, 0, False,
                      None, "duration")

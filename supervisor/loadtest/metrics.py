@@ -126,7 +126,10 @@ class _SessionBook:
     failed: set[str] = field(default_factory=set)
     retired: set[str] = field(default_factory=set)
     """Closed early by the load shape (never failures)."""
-    ids: list[str] = field(default_factory=list)
+    started_at: dict[str, float] = field(default_factory=dict)
+    """Each session's start, by id, in seconds into the run."""
+    cut: set[str] = field(default_factory=set)
+    """Still connecting when the run ended, within their connect timeout: not failures."""
     peak: int = 0
     started: int = 0
     first_started_at: float | None = None
@@ -221,24 +224,29 @@ class Metrics:
             if self._sessions.first_started_at is None:
                 self._sessions.first_started_at = at
             if session_id is not None:
-                self._sessions.ids.append(session_id)
+                self._sessions.started_at[session_id] = at
 
     def session_retired(self, session_id: str) -> None:
         """The load shape closed this session on purpose."""
         with self._lock:
             self._sessions.retired.add(session_id)
 
-    def settle_never_connected(self) -> int:
+    def settle_never_connected(self, grace_s: float) -> int:
         """At the end: count sessions that never connected as failed, one error each.
 
-        Sessions the load shape retired are left out: they were closed on purpose.
+        Left out: sessions the load shape retired (closed on purpose), and those
+        started less than ``grace_s`` (the connect timeout) before the end, which
+        were still within their time to connect when the run stopped.
         """
+        now = self._clock() - self.started_at
         with self._lock:
             book = self._sessions
-            never = [sid for sid in book.ids
-                     if sid not in book.ever_connected and sid not in book.failed
-                     and sid not in book.retired]
+            waiting = [sid for sid in book.started_at
+                       if sid not in book.ever_connected and sid not in book.failed
+                       and sid not in book.retired]
+            never = [sid for sid in waiting if now - book.started_at[sid] >= grace_s]
             book.failed.update(never)
+            book.cut.update(set(waiting) - set(never))
         for _ in never:
             self.error("session_never_connected", "the session never connected before the "
                        "run ended")
@@ -306,7 +314,8 @@ class Metrics:
         """
         with self._lock:
             book = self._sessions
-            never = book.started - len(book.ever_connected | book.failed | book.retired)
+            never = book.started - len(book.ever_connected | book.failed | book.retired
+                                       | book.cut)
             return {"started": book.started, "connected_peak": book.peak,
                     "connected": len(book.connected), "failed": len(book.failed) + never,
                     "gave_up": len(book.failed)}

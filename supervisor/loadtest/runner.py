@@ -194,7 +194,8 @@ class LoadTest:
         if because == "no_session_connected":
             hint = no_connect_hint(self.metrics.evidence(), config.protocol,
                                    config.connect_timeout)
-        self.metrics.settle_never_connected()
+        # Nothing ever connected: every session failed, however young.
+        self.metrics.settle_never_connected(0.0 if hint is not None else config.connect_timeout)
         facts = RunFacts(self.base_url, started_at, ended - start, connected_end, stale,
                          self.interrupted, self.target.rss_peak_mib if self.target else None,
                          because, wanted_end, hint)
