@@ -31,47 +31,6 @@ if TYPE_CHECKING:
 MetricKind = Literal["gauge", "counter", "histogram"]
 
 
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """One exported metric: its name (Prometheus conventions), kind, help and labels."""
-
-    name: str
-    kind: MetricKind
-    help: str
-    labels: tuple[str, ...] = ()
-
-
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("supervisor_sessions", "gauge",
-               "Supervised sessions by status (closed sessions are forgotten).", ("status",)),
-    MetricSpec("supervisor_handshakes_total", "counter", "Handshakes started."),
-    MetricSpec("supervisor_resumes_total", "counter",
-               "Handshakes started to switch a session's thread (Resume)."),
-    MetricSpec("supervisor_restarts_total", "counter",
-               "Restarts by the supervisor after a lost connection or a crashed actor.",
-               ("reason",)),
-    MetricSpec("supervisor_stale_frames_dropped_total", "counter",
-               "Frames dropped because they arrived on a superseded connection."),
-    MetricSpec("supervisor_malformed_frames_total", "counter",
-               "Inbound frames the protocol could not parse."),
-    MetricSpec("supervisor_outbox_frames", "gauge",
-               "Sends buffered while their sessions reconnect."),
-    MetricSpec("supervisor_budgets_exhausted", "gauge",
-               "Sessions failed because their restart budget was exhausted."),
-    MetricSpec("supervisor_admission_handshakes_in_flight", "gauge",
-               "Handshakes admitted and not finished."),
-    MetricSpec("supervisor_admission_handshakes_waiting", "gauge",
-               "Handshakes queued for admission."),
-    MetricSpec("supervisor_admission_saturated_seconds", "gauge",
-               "How long handshakes have been queued for admission without a break; 0 if none."),
-    MetricSpec("supervisor_events_dropped_total", "counter",
-               "Events that supervisor.aio iterators dropped because their buffer was full."),
-    MetricSpec("supervisor_connect_seconds", "histogram",
-               "Handshake time, from its start (admission included) to ready."),
-    MetricSpec("supervisor_resume_seconds", "histogram",
-               "Resume time, from the first handshake for the new thread to connected."),
-)
-
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Histogram bounds in seconds: from a loopback handshake to a connect timeout."""
@@ -116,6 +75,63 @@ class MetricsSample:
         """Sessions the supervisor keeps alive (connecting, connected or in backoff)."""
         return sum(n for status, n in self.sessions.items()
                    if status not in (SessionStatus.CLOSED, SessionStatus.FAILED))
+
+
+MetricValue = float | Mapping[str, float] | HistogramSample
+"""A plain number, numbers by label value, or a histogram."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric: its name (Prometheus conventions), kind, help, label, reader."""
+
+    name: str
+    kind: MetricKind
+    help: str
+    read: Callable[[MetricsSample], MetricValue]
+    label: str | None = None
+    """The one label of a metric that ``read`` returns as a mapping."""
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("supervisor_sessions", "gauge",
+               "Supervised sessions by status (closed sessions are forgotten).",
+               lambda s: {status.value: n for status, n in s.sessions.items()}, "status"),
+    MetricSpec("supervisor_handshakes_total", "counter", "Handshakes started.",
+               lambda s: s.handshakes),
+    MetricSpec("supervisor_resumes_total", "counter",
+               "Handshakes started to switch a session's thread (Resume).",
+               lambda s: s.resumes),
+    MetricSpec("supervisor_restarts_total", "counter",
+               "Restarts by the supervisor after a lost connection or a crashed actor.",
+               lambda s: s.restarts, "reason"),
+    MetricSpec("supervisor_stale_frames_dropped_total", "counter",
+               "Frames dropped because they arrived on a superseded connection.",
+               lambda s: s.stale_frames_dropped),
+    MetricSpec("supervisor_malformed_frames_total", "counter",
+               "Inbound frames the protocol could not parse.", lambda s: s.malformed_frames),
+    MetricSpec("supervisor_outbox_frames", "gauge",
+               "Sends buffered while their sessions reconnect.", lambda s: s.outbox_frames),
+    MetricSpec("supervisor_budgets_exhausted", "gauge",
+               "Sessions failed because their restart budget was exhausted.",
+               lambda s: s.budgets_exhausted),
+    MetricSpec("supervisor_admission_handshakes_in_flight", "gauge",
+               "Handshakes admitted and not finished.", lambda s: s.admission_in_flight),
+    MetricSpec("supervisor_admission_handshakes_waiting", "gauge",
+               "Handshakes queued for admission.", lambda s: s.admission_waiting),
+    MetricSpec("supervisor_admission_saturated_seconds", "gauge",
+               "How long handshakes have queued for admission without a break; 0 if none.",
+               lambda s: s.admission_saturated_s),
+    MetricSpec("supervisor_events_dropped_total", "counter",
+               "Events supervisor.aio iterators dropped because their buffer was full.",
+               lambda s: s.events_dropped),
+    MetricSpec("supervisor_connect_seconds", "histogram",
+               "Handshake time, from its start (admission included) to ready.",
+               lambda s: s.connect),
+    MetricSpec("supervisor_resume_seconds", "histogram",
+               "Resume time, from the first handshake for the new thread to connected.",
+               lambda s: s.resume),
+)
 
 
 class Histogram:
