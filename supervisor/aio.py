@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -203,7 +203,7 @@ class AsyncSession:
         """The latest published snapshot (never waits)."""
         return self._session.state()
 
-    def events(self) -> AsyncIterator[Item]:
+    def events(self) -> EventStream:
         """``Event`` and ``Lifecycle`` records in the order the session handled them.
 
         One consumer at a time. Ends after the session closes or fails; raises
