@@ -7,11 +7,13 @@ handshake log is the independent count. Marked ``concurrency`` where sessions ru
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,6 +129,13 @@ class TestPureParts:
                     "supervisor_stale_frames_dropped_total", "supervisor_outbox_frames",
                     "supervisor_connect_seconds", "supervisor_resume_seconds"}
         assert required <= set(names)
+
+
+    def test_services_doc_lists_every_metric(self) -> None:
+        """docs/services.md's table names exactly the metrics METRICS exports."""
+        doc = (Path(__file__).parent.parent / "docs" / "services.md").read_text()
+        listed = set(re.findall(r"^\| `(supervisor_[a-z_]+)", doc, flags=re.MULTILINE))
+        assert listed == {spec.name for spec in METRICS}
 
 
 def scrape(sup: Supervisor) -> dict[str, Any]:
