@@ -77,7 +77,8 @@ def main() -> int:
         assert server.stdout is not None
         port = int(server.stdout.readline().split()[1])
         policy = RestartPolicy(max_handshakes_in_flight=200, max_handshakes_per_second=5000)
-        with Supervisor.start(policy) as sup:
+        sup = Supervisor.start(policy)
+        try:
             started = time.monotonic()
             for index in range(args.sessions):
                 sup.open(SessionSpec(url=f"ws://127.0.0.1:{port}/", thread_id=f"t{index}",
@@ -113,6 +114,8 @@ def main() -> int:
                       "mailbox_round_trip_idle": idle,
                       "mailbox_round_trip_while_scraping": busy}
             print(json.dumps(result, indent=2))
+        finally:
+            sup.stop(timeout=args.timeout)  # closing 5,000 sessions takes longer than the default
     finally:
         server.terminate()
         server.wait(30)
