@@ -1,5 +1,6 @@
 """A heartbeat on an asyncio loop that records its gaps and where the time went.
 
+
 Each tick sleeps ``interval`` and notes how long it really took. For every
 gap it also notes what else happened meanwhile, so a long gap can be told
 apart: the loop thread running code of its own (``loop_cpu``), other threads of
@@ -41,14 +42,16 @@ class Gap:
 
     @property
     def in_process(self) -> float:
-        """The gap less the time the OS kept the loop thread waiting for a CPU.
+        """The part of the gap this process can have caused.
 
-        On 2 cores shared with other processes the scheduler alone can hold a
-        runnable thread back for tens of milliseconds; what is left is the
-        time this process kept its loop from running (its own work, the GIL,
-        other greenlets, garbage collection).
+        On 2 cores shared with other processes the OS can hold the loop
+        thread back (its run-queue wait), or preempt the thread that holds
+        the GIL, so the loop waits while the process computes nothing. Only
+        time the process spent computing (its CPU time: sessions' work, the
+        loop's own, garbage collection) can have kept its loop from running,
+        so the gap counts here up to that, less the loop's run-queue wait.
         """
-        return max(0.0, self.seconds - self.run_queue)
+        return max(0.0, min(self.seconds - self.run_queue, self.process_cpu))
 
     def __str__(self) -> str:
         return (f"{self.seconds * 1e3:.1f} ms at +{self.at:.3f}s, {self.in_process * 1e3:.1f} ms "

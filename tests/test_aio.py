@@ -239,6 +239,10 @@ class TestAsyncSession:
                     if (isinstance(item, Lifecycle) and item.kind is LifecycleKind.CONNECTED
                             and item.thread_id == wanted):
                         break
+                # The snapshot is published after the CONNECTED report: a Resume of the
+                # live thread answers only once the session has handled its connect.
+                again = await asyncio.wait_for(session.resume(wanted), TIMEOUT)
+                assert again.generation == item.generation
                 return session.state()
 
         state = asyncio.run(asyncio.wait_for(main(), 2 * TIMEOUT))

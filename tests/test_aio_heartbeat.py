@@ -14,10 +14,13 @@ each gap and the process's other threads the rest). So on threads the 50 ms
 bound is pinned at 50 sessions, and at 200 the test pins that the gaps are GIL
 waits, never work of the loop's own (docs/services.md says the same).
 
-The bound is checked on each gap less the time the OS kept the loop thread
-waiting for a CPU (``/proc/thread-self/schedstat``): on 2 cores shared with
-other processes that alone reached 30-50 ms in single gaps, and no code in
-this process can cause or avoid it. The raw gaps are printed next to it.
+The bound is checked on the part of each gap this process can have caused
+(``Gap.in_process``): the gap less the time the OS kept the loop thread
+waiting for a CPU (``/proc/thread-self/schedstat``), and no more than the CPU
+time the process spent meanwhile. On 2 cores shared with other processes the
+OS alone held the loop back 30-70 ms in single gaps, directly or by
+preempting the thread that held the GIL (gaps of 32 ms in which the whole
+process computed for 1 ms). The raw gaps are printed next to it.
 """
 
 from __future__ import annotations
@@ -44,8 +47,13 @@ SESSIONS_WITHIN_BOUND = 200 if RUNTIME == "gevent" else 50
 CHATS = 2
 TICK = 0.010
 MAX_GAP = 0.050
-MAX_LOOP_WORK = 0.025
-"""The loop thread's own CPU time within any one gap: the library never blocks it."""
+LOOP_SHARE = 0.25
+"""At most this share of a gap over the bound may be the loop thread's own CPU time.
+
+Within one gap the loop runs every callback that fell due meanwhile, so after
+a long GIL wait it works off a backlog (up to 18 ms measured at 200 sessions);
+a stall of the library's making would be the loop's own time filling the gap.
+"""
 DEADLINE = 90.0
 
 
@@ -100,7 +108,7 @@ def run_sessions(count: int) -> tuple[Heartbeat, str]:
     assert resumed <= logged  # every session really switched thread on the server
     assert len(beat.gaps) >= took / (4 * TICK)  # the heartbeat really ran throughout
     report = "\n  ".join(str(gap) for gap in beat.worst())
-    report += f"\n  worst less CPU run-queue waits: {beat.worst_in_process()}"
+    report += f"\n  worst in process: {beat.worst_in_process()}"
     print(f"\n[{RUNTIME}] {count} sessions in {took:.2f}s, {len(beat.gaps)} ticks, "
           f"worst gaps:\n  {report}")
     return beat, report
@@ -114,10 +122,13 @@ def test_heartbeat_never_gaps_over_50ms() -> None:
 
 
 @pytest.mark.usefixtures("frozen_heap")
-def test_loop_never_does_long_work_of_its_own_with_200_sessions() -> None:
-    """With 200 sessions busy, no heartbeat gap holds over 25 ms of the loop thread's own work."""
+def test_long_gaps_with_200_sessions_are_not_the_loops_own_work() -> None:
+    """With 200 sessions busy the loop's own work never fills 50 ms, nor a quarter of a long gap."""
     beat, report = run_sessions(200)
-    busiest = max(gap.loop_cpu for gap in beat.gaps)
-    assert busiest <= MAX_LOOP_WORK, f"the loop thread itself was busy:\n  {report}"
-    if RUNTIME == "gevent":
+    if RUNTIME == "threads":  # under gevent the one OS thread also runs every session
+        for gap in beat.gaps:
+            assert gap.loop_cpu <= MAX_GAP, f"the loop itself was busy: {gap}\n  {report}"
+            if gap.seconds > MAX_GAP:
+                assert gap.loop_cpu <= LOOP_SHARE * gap.seconds, f"{gap}\n  {report}"
+    else:
         assert beat.worst_in_process().in_process <= MAX_GAP, f"the loop stalled:\n  {report}"
