@@ -74,10 +74,13 @@ def test_prometheus_server_scrapes_the_collector() -> None:
             tempfile.TemporaryDirectory(prefix="prometheus-") as work:
         registry.register(SupervisorCollector(sup))
         exporter, exporter_thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-        sessions = [sup.open(SessionSpec(url=target.url, protocol="chainlit",
-                                         thread_id=str(uuid.uuid4()), connect_timeout=15))
-                    for _ in range(3)]
-        for session in sessions:
+        first = [str(uuid.uuid4()) for _ in range(3)]
+        sessions = [sup.open(SessionSpec(url=target.url, protocol="chainlit", thread_id=thread,
+                                         connect_timeout=15)) for thread in first]
+        for session, thread in zip(sessions, first, strict=True):
+            # Resuming the thread it opened with answers once connected: no handshake
+            # is aborted half-way, so the target logs exactly the connects made.
+            session.resume(thread).get(timeout=15)
             session.resume(str(uuid.uuid4())).get(timeout=15)
         config = Path(work) / "prometheus.yml"
         config.write_text(
@@ -96,7 +99,8 @@ def test_prometheus_server_scrapes_the_collector() -> None:
             handshakes = sum(session.state().handshakes for session in sessions)
             wait_for_value(api, "supervisor_handshakes_total", handshakes)
             wait_for_value(api, "supervisor_resumes_total", 3)
-            wait_for_value(api, "supervisor_connect_seconds_count", len(target.handshakes()))
+            assert len(target.handshakes()) == handshakes == 6
+            wait_for_value(api, "supervisor_connect_seconds_count", 6)
         finally:
             server.terminate()
             server.wait(timeout=30)
