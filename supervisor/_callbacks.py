@@ -46,12 +46,13 @@ class UserCallbacks:
 
     def lifecycle(self, log: Any, kind: LifecycleKind, thread_id: str | None, generation: int,
                   *, reason: str | None = None, error: str | None = None,
-                  timings: Mapping[str, float] | None = None) -> None:
+                  timings: Mapping[str, float] | None = None,
+                  cause: str | None = None) -> None:
         """Report one connection lifecycle step to ``on_lifecycle``."""
         if self._spec.on_lifecycle is None:
             return
         report = Lifecycle(self._spec.session_id, kind, thread_id, generation,
-                           time.monotonic(), reason, error, dict(timings or {}))
+                           time.monotonic(), reason, error, dict(timings or {}), cause)
         try:
             self._spec.on_lifecycle(report)
         except Exception:

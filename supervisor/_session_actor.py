@@ -110,6 +110,8 @@ class SessionActor(pykka.ThreadingActor):
         """Set when the in-flight handshake ran out of time (it is being aborted)."""
         self._reconnect_wanted = False
         """A newer identity waits for the in-flight handshake to end."""
+        self._deferred_cause = "reconnect"
+        """Why that waiting handshake will begin (``Lifecycle.cause``)."""
         self._connected_at: float | None = None
         self._pending: list[Resume] = []
         self._outbox = Outbox(self._spec.outbox_limit)
@@ -138,7 +140,7 @@ class SessionActor(pykka.ThreadingActor):
                 self._unprocessed.clear()
                 self.stop()
                 return
-            self._connect()
+            self._connect("open" if self._record.handshakes == 0 else "restart")
             while self._unprocessed:
                 self._handle(self._unprocessed[0])
                 self._unprocessed.popleft()
@@ -187,7 +189,7 @@ class SessionActor(pykka.ThreadingActor):
                     self._record.restarts += 1
                     self._log.info("restart", restarts=self._record.restarts)
                     self._notify(LifecycleKind.RESTART)
-                    self._connect()
+                    self._connect("restart")
             case sup.GiveUp(loss, reason):
                 if loss == self._losses and self._status is SessionStatus.BACKOFF:
                     self._fail(reason)
@@ -219,14 +221,14 @@ class SessionActor(pykka.ThreadingActor):
         if self._status is SessionStatus.BACKOFF:
             self._preempt_backoff()
         else:
-            self._connect()
+            self._connect("resume")
         self._publish()
 
     def _preempt_backoff(self) -> None:
         """A Resume during backoff connects at once; it is the user's intent, not a restart."""
         self._supervisor.tell(sup.RestartPreempted(self._spec.session_id, self._losses))
         self._losses += 1  # the scheduled Reconnect now carries a stale loss number
-        self._connect()
+        self._connect("resume")
 
     def _on_send(self, command: Send | Chat) -> None:
         conn, codec = self._conn, self._codec
@@ -248,11 +250,12 @@ class SessionActor(pykka.ThreadingActor):
 
     # --- connection lifecycle -------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _connect(self, cause: str = "reconnect") -> None:
         """Start a handshake for the latest accepted thread id, or queue it behind one."""
         if self._in_flight:
             # Never two handshakes in flight: abort this one, start after its report.
             self._reconnect_wanted = True
+            self._deferred_cause = cause
             if self._conn is not None:
                 self._conn.abort()
             return
@@ -272,7 +275,7 @@ class SessionActor(pykka.ThreadingActor):
         self._in_flight, self._reconnect_wanted, self._deadline_error = True, False, None
         self._status = SessionStatus.CONNECTING
         self._connect_started = time.monotonic()
-        self._notify(LifecycleKind.CONNECTING)
+        self._notify(LifecycleKind.CONNECTING, cause=cause)
         self._log.debug("connect", generation=record.generation, url=self._spec.url,
                         headers=dict(self._spec.headers), cookies=dict(self._spec.cookies))
         self._publish()
@@ -318,7 +321,7 @@ class SessionActor(pykka.ThreadingActor):
             return  # too late: the aborted connection's report finishes it
         self._in_flight = False
         if self._reconnect_wanted:
-            self._connect()
+            self._connect(self._deferred_cause)
             return
         self._status = SessionStatus.CONNECTED
         self._connected_at = now = time.monotonic()
@@ -349,7 +352,7 @@ class SessionActor(pykka.ThreadingActor):
         if self._deadline_error is not None:
             error, clean = self._deadline_error, False
         if self._reconnect_wanted:
-            self._connect()
+            self._connect(self._deferred_cause)
             return
         self._lose(error, clean=clean)
 

@@ -68,3 +68,16 @@ class ProtocolRefused(SupervisorError):
 
 class SessionCrashed(SessionFailed):
     """The supervisor gave up on a session whose actor kept crashing."""
+
+
+class EventsOverflowed(SupervisorError):
+    """``supervisor.aio``: events arrived faster than the iterator was read; ``dropped`` were lost.
+
+    Raised by the ``session.events()`` iterator exactly where the gap is, once
+    every event from before it has been yielded; iterating again goes on with
+    the events from after it.
+    """
+
+    def __init__(self, dropped: int) -> None:
+        super().__init__(f"{dropped} events dropped: the event buffer was full")
+        self.dropped = dropped

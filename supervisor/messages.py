@@ -130,6 +130,10 @@ class Lifecycle:
     control), ``upgrade`` (TCP + WebSocket upgrade), ``open`` (Engine.IO open),
     ``namespace`` (Socket.IO connect), ``thread`` (Chainlit thread confirmation),
     ``total`` (from the start of the handshake to ready)."""
+    cause: str | None = None
+    """For CONNECTING, why this handshake began: ``"open"`` (the session's first
+    connect), ``"resume"`` (a Resume), ``"restart"`` (the supervisor restarted
+    the session after a loss or a crash) or ``"reconnect"`` (anything else)."""
 
 
 # --- commands -----------------------------------------------------------------

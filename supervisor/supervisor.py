@@ -12,10 +12,12 @@ import pykka
 from supervisor import _supervision as sup
 from supervisor._admission import Admission
 from supervisor._futures import new_future
+from supervisor._metrics import MetricsSample, SupervisorTap
 from supervisor._record import SessionRecord, fail_command
 from supervisor._supervisor_actor import BeginStop, FailureCallback, ListRecords, SupervisorActor
 from supervisor._timer import Scheduler
 from supervisor.errors import SessionClosed
+from supervisor.health import Health, HealthThresholds, assess
 from supervisor.messages import Close, SessionState, SessionStatus
 from supervisor.policy import RestartPolicy
 from supervisor.session import Session
@@ -35,6 +37,7 @@ class Supervisor:
         admission = Admission(policy.max_handshakes_in_flight,
                               policy.max_handshakes_per_second)
         self._ref = SupervisorActor.start(policy, admission, self._scheduler, on_session_failed)
+        self._tap = SupervisorTap(admission)  # metrics and health, read without the mailbox
 
     @classmethod
     def start(cls, policy: RestartPolicy | None = None, *,
@@ -47,9 +50,19 @@ class Supervisor:
         if not isinstance(spec, SessionSpec):
             msg = f"open() takes a SessionSpec, not {type(spec).__name__}"
             raise TypeError(msg)
-        record = SessionRecord(spec)
+        record = SessionRecord(self._tap.wrap(spec))  # the tap hears its lifecycle first
         self._ref.tell(sup.Adopt(record))
-        return Session(record)
+        session = Session(record)
+        self._tap.track(session)
+        return session
+
+    def metrics(self) -> MetricsSample:
+        """Counters and session totals, read without waiting on any actor (see docs/services.md)."""
+        return self._tap.sample()
+
+    def health(self, thresholds: HealthThresholds | None = None) -> Health:
+        """Healthy or not, and why, for a readiness probe (``supervisor.health``)."""
+        return assess(self._tap.sample(), thresholds)
 
     def sessions(self, timeout: float = 10.0) -> list[SessionState]:
         """Snapshots of every supervised session (closed ones are forgotten)."""
