@@ -478,7 +478,7 @@ class SessionMachine:
 
     def _let_go(self, attempt: Attempt, *, graceful: bool) -> None:
         """Stop using ``attempt``'s connection (closing it, or aborting a handshake)."""
-        if graceful and not isinstance(self._state, Connecting):
+        if graceful:
             self._emit(io.CloseConnection(attempt.generation, attempt.codec.closing()))
         else:
             self._emit(io.AbortConnection(attempt.generation))
@@ -615,7 +615,7 @@ class SessionMachine:
         """The one exit: settle everything owed with ``error``, release the session, stop."""
         state = self._state
         if isinstance(state, Connected | Connecting):
-            self._let_go(state.attempt, graceful=True)
+            self._let_go(state.attempt, graceful=isinstance(state, Connected))
         for pending in self._resumes:
             self._emit(io.Reject(pending.command.reply, error))
         self._resumes = []
