@@ -49,7 +49,8 @@ class TestProtocolLayer:
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("records", frozenset({"errors", "messages", "spec", "_supervision"})),
-    ("machine", frozenset({"_machine", "_machine_io", "_outgoing"})),
+    ("machine", frozenset({"_machine", "_machine_base", "_machine_state", "_machine_io",
+                           "_outgoing"})),
     ("transport", frozenset({"_transport", "_http", "_admission", "_logging", "_futures",
                              "_timer", "policy", "chainlit_auth"})),
     ("session actor", frozenset({"_session_actor", "_record", "_callbacks"})),

@@ -15,7 +15,7 @@ from machine_harness import Harness, thread_of
 
 from supervisor import _machine_io as io
 from supervisor import _supervision as sup
-from supervisor._machine import Backoff, Connected, Connecting, Ended
+from supervisor._machine_state import Backoff, Connected, Connecting, Ended
 from supervisor.errors import ConnectionLost, SupervisorError
 from supervisor.messages import Close, Resume, ResumeResult, Send
 
