@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,12 @@ class RaceOutcome:
     """Exceptions from open(), a command or a future that are not SupervisorError."""
 
 
+def let_others_run() -> None:
+    """Yield the processor (not a wait): greenlets switch only when one yields, so
+    without this, under gevent, each racing loop would run to its end in one go."""
+    time.sleep(0)
+
+
 def race_round(url: str, seed: int) -> RaceOutcome:
     """Open, resume and send from three threads while the main thread stops the supervisor."""
     outcome = RaceOutcome()
@@ -74,6 +81,7 @@ def race_round(url: str, seed: int) -> RaceOutcome:
                 sessions.append(session)
                 if len(sessions) >= 3:
                     some_open.set()
+            let_others_run()
 
     def commander(kind: str) -> None:
         rng = random.Random(f"{seed}-{kind}")
@@ -90,6 +98,7 @@ def race_round(url: str, seed: int) -> RaceOutcome:
                 continue
             with lock:
                 futures.append(future)
+            let_others_run()
 
     threads = [threading.Thread(target=opener),
                threading.Thread(target=commander, args=("resume",)),
