@@ -422,6 +422,8 @@ class SessionMachine(MachineBase):
     def _answer_ended(self, command: io.Command, error: SupervisorError) -> None:
         """Delivered before the session ended, handled after: answer, do not act."""
         if isinstance(command, Close):
+            if not isinstance(error, SessionClosed):
+                self._emit(io.Forget())  # closing a failed session releases it
             self._emit(io.Resolve(command.reply, None))
         else:
             self._emit(io.Reject(command.reply, error))

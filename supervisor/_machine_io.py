@@ -223,6 +223,11 @@ class Retired:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """A failed session was closed: the supervisor may forget it now."""
+
+
+@dataclass(frozen=True, slots=True)
 class HandOver:
     """The machine crashed: park ``commands`` (unanswered, in order) for its successor."""
 
@@ -230,4 +235,4 @@ class HandOver:
 
 
 Effect = (OpenConnection | Write | CloseConnection | AbortConnection | StartTimer | Resolve
-          | Reject | Deliver | Notify | Report | Publish | Log | Retired | HandOver)
+          | Reject | Deliver | Notify | Report | Publish | Log | Retired | Forget | HandOver)

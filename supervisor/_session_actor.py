@@ -183,6 +183,8 @@ class SessionActor(pykka.ThreadingActor):
             case io.Retired(error, reason):
                 self._record.retire(error, reason)
                 self.stop()
+            case io.Forget():
+                self._record.release(None)
             case io.HandOver():
                 pass  # only produced by Crashed, handled in _crashed
 
@@ -242,10 +244,9 @@ class SessionActor(pykka.ThreadingActor):
                 commands.append(message)
             elif isinstance(message, Opened):
                 message.connection.abort()
-        terminal = self._record.terminal
-        if answer and terminal is not None:
+        if answer and self._record.terminal is not None:
             for command in commands:
-                fail_command(command, terminal)
+                self._record.deliver(command)  # ended: answers it (a Close releases)
             return []
         return commands
 

@@ -21,7 +21,7 @@ def thread_of(codec: Any) -> str | None:
     return headers.get("X-Chainlit-Thread-Id")
 
 
-def view(effect: io.Effect) -> tuple[Any, ...] | None:  # noqa: PLR0911 - one line per kind
+def view(effect: io.Effect) -> tuple[Any, ...] | None:  # noqa: PLR0911, PLR0912 - one line per kind
     """A compact, comparable view of one effect (None for publish and log)."""
     match effect:
         case io.OpenConnection(generation, codec):
@@ -47,6 +47,8 @@ def view(effect: io.Effect) -> tuple[Any, ...] | None:  # noqa: PLR0911 - one li
             return ("report", message)
         case io.Retired(error, reason):
             return ("retired", type(error).__name__, reason)
+        case io.Forget():
+            return ("forget",)
         case io.HandOver(commands):
             return ("handover", tuple(command.reply for command in commands))
     return None

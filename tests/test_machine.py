@@ -233,6 +233,7 @@ class TestNoStorms:
             ("notify", "failed", "t-0", 1, None),
             ("retired", "SessionFailed", "handshake refused with HTTP 401")]
         assert harness.state().status is SessionStatus.FAILED
+        assert harness(Close("c")) == [("forget",), ("resolve", "c", None)]
 
     def test_resume_during_backoff_connects_now(self) -> None:
         """The backoff is preempted (reported for a refund); not counted as a restart."""
