@@ -38,7 +38,8 @@ class Pending:
     @property
     def answered_on_write(self) -> bool:
         """A plain send: its future resolves once the frame is written."""
-        return self.ack_id is None and self.turn is None
+        command = self.command
+        return isinstance(command, Send) and not command.want_ack
 
 
 class Outbox:
@@ -113,9 +114,7 @@ class Outbox:
                            key=lambda p: p.seq)
         answered_later = [p for p in self.inflight.values() if p.written]
         for pending in reversed(unwritten):
-            pending.ack_id = None
-            if pending.turn is not None:
-                pending.turn = None
+            pending.ack_id, pending.turn = None, None  # a new ack id, a new turn when re-sent
             self.queued.appendleft(pending)
         self.inflight.clear()
         self._by_ack.clear()

@@ -227,7 +227,13 @@ class SessionActor(pykka.ThreadingActor):
             # Under the lock no handle can slip a command into the inbox after
             # the drain: from here on they park in the record.
             held.extend(self._drain_mailbox(answer=False))
-            record.parked.extendleft(reversed(held))
+            terminal = record.terminal
+            if terminal is None:
+                record.parked.extendleft(reversed(held))
+        if terminal is not None:  # it had ended already: no successor will take them
+            for command in held:
+                fail_command(command, terminal)
+            return
         if crash_report is None:
             crash_report = io.Report(sup.ActorCrashed(record.spec.session_id, error))
         self._carry_out(crash_report)

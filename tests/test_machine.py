@@ -274,3 +274,24 @@ class TestIsolation:
         """The spec refuses them before a machine exists."""
         with pytest.raises(ValueError, match="control character"):
             Harness(thread_id="a\r\nb")
+
+
+class TestWrittenLate:
+    """A Written report that arrives after its connection went settles the right way."""
+
+    def test_a_call_written_on_a_dead_connection_fails_lost(self) -> None:
+        """Its ack can never come: ConnectionLost, not a resolve with None."""
+        harness = connected(protocol="socketio")
+        harness(io.FrameIn(1, "0{\"sid\":\"x\",\"pingInterval\":25000,\"pingTimeout\":5000}"))
+        harness(io.FrameIn(1, "40{\"sid\":\"y\"}"))
+        harness(Send({"q": 1}, "k0", event="ask", want_ack=True))
+        harness(io.ConnEnded(1, ConnectionLost("reset"), clean=False))
+        assert harness(io.FrameWritten(1, 0)) == [("reject", "k0", "ConnectionLost")]
+
+    def test_a_plain_send_written_late_resolves_once_and_is_not_resent(self) -> None:
+        """Re-queued when its connection went, then reported written: resolved, dequeued."""
+        harness = connected()
+        harness(Send("a", "s0"))
+        harness(io.ConnEnded(1, ConnectionLost("reset"), clean=False))
+        assert harness(io.FrameWritten(1, 0)) == [("resolve", "s0", None)]
+        assert harness.state().outbox == 0
