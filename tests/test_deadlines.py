@@ -57,6 +57,15 @@ class TestDeadlines:
         ws_server.release_handshakes()
         assert session.resume("t-1").get(timeout=10).thread_id == "t-1"
 
+    def test_resume_times_out_against_a_server_that_keeps_refusing(
+            self, supervisor: Supervisor, ws_server: RecordingServer) -> None:
+        """A 500 on every upgrade is retried per policy; the Resume fails ResumeTimeout."""
+        ws_server.refuse(500)
+        session = supervisor.open(SessionSpec(url=ws_server.url, thread_id="t-1"))
+        assert settles_late(session.resume("t-1", timeout=DEADLINE), ResumeTimeout) < SLACK
+        assert session.state().status is not SessionStatus.FAILED
+        assert session.state().handshakes >= 1
+
     def test_send_times_out_when_never_written(
             self, supervisor: Supervisor, ws_server: RecordingServer) -> None:
         """A send buffered behind a handshake that never completes fails SendTimeout."""
