@@ -133,7 +133,9 @@ class SessionActor(pykka.ThreadingActor):
         if self._record.terminal is None:
             with contextlib.suppress(Exception):
                 self._feed(Close(pykka.ThreadingFuture(), stopping=True))
-        self._drain_mailbox(answer=True)
+        for message in self._drain_mailbox():
+            if isinstance(message, Resume | Send | Chat | Close):
+                self._record.deliver(message)  # ended: answers it (a Close releases)
 
     # --- feeding the machine --------------------------------------------------------
 
@@ -201,60 +203,66 @@ class SessionActor(pykka.ThreadingActor):
     def _crashed(self, error: BaseException) -> None:
         """A handler raised: answer what can be, hand every other command to a successor."""
         self._log.error("actor_crashed", error=repr(error))
+        record = self._record
+        with record.lock:
+            # From here on handles park their commands in the record; what the
+            # mailbox holds is taken now, so nothing is left behind in it.
+            record.ref = None
+            mailbox = self._drain_mailbox()
+        for message in mailbox:
+            if isinstance(message, Written):
+                # Written before the crash: settle it, or the successor sends it twice.
+                self._settle_only(io.FrameWritten(message.generation, message.token))  # type: ignore[arg-type]
         held: list[io.Command] = []
         crash_report: io.Effect | None = None
-        try:
-            effects = self._machine.handle(io.Crashed(error), time.monotonic())
-        except Exception:  # noqa: BLE001 - a machine that cannot even hand over
-            self._log.exception("hand_over_failed")
-            effects = []
-        for effect in effects:
+        for effect in self._settle_only(io.Crashed(error)):
             if isinstance(effect, io.HandOver):
                 held.extend(effect.commands)
             elif isinstance(effect, io.Report):
                 crash_report = effect
-            else:
-                self._carry_out(effect)
         for conn in self._connections.values():
             conn.abort()
         seen = {id(command) for command in held}
         held.extend(command for command in self._unhandled
                     if id(command) not in seen and not is_settled(command.reply))
         self._unhandled.clear()
-        record = self._record
+        held.extend(message for message in mailbox if isinstance(message, Resume | Send | Chat
+                                                                  | Close))
         with record.lock:
-            record.ref = None
-            # Under the lock no handle can slip a command into the inbox after
-            # the drain: from here on they park in the record.
-            held.extend(self._drain_mailbox(answer=False))
             terminal = record.terminal
-            if terminal is None:
+            if terminal is None:  # ahead of anything parked since: they are older
                 record.parked.extendleft(reversed(held))
         if terminal is not None:  # it had ended already: no successor will take them
             for command in held:
                 fail_command(command, terminal)
             return
-        if crash_report is None:
-            crash_report = io.Report(sup.ActorCrashed(record.spec.session_id, error))
-        self._carry_out(crash_report)
+        self._carry_out(crash_report or io.Report(sup.ActorCrashed(record.spec.session_id,
+                                                                   error)))
 
-    def _drain_mailbox(self, *, answer: bool) -> list[io.Command]:
-        """Take every command left in the mailbox (answering them if the session ended)."""
-        commands: list[io.Command] = []
+    def _settle_only(self, event: io.Input) -> list[io.Effect]:
+        """Feed a machine that crashed: carry out only what settles futures or publishes."""
+        try:
+            effects = self._machine.handle(event, time.monotonic())
+        except Exception:  # noqa: BLE001 - a machine too broken even for this
+            self._log.exception("hand_over_failed")
+            return []
+        for effect in effects:
+            if isinstance(effect, io.Resolve | io.Reject | io.Publish):
+                self._carry_out(effect)
+        return effects
+
+    def _drain_mailbox(self) -> list[Any]:
+        """Take every message left in the mailbox; aborts connections nobody will own."""
+        messages: list[Any] = []
         while not self.actor_inbox.empty():
             envelope = self.actor_inbox.get()
-            message = envelope.message
             if envelope.reply_to is not None:  # an ask (a stop): as pykka's own teardown does
                 envelope.reply_to.set(None)
-            elif isinstance(message, Resume | Send | Chat | Close):
-                commands.append(message)
-            elif isinstance(message, Opened):
-                message.connection.abort()
-        if answer and self._record.terminal is not None:
-            for command in commands:
-                self._record.deliver(command)  # ended: answers it (a Close releases)
-            return []
-        return commands
+                continue
+            if isinstance(envelope.message, Opened):
+                envelope.message.connection.abort()
+            messages.append(envelope.message)
+        return messages
 
 
 def _tell_if_alive(ref: pykka.ActorRef[Any], message: Any) -> None:
