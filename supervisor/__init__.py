@@ -4,8 +4,9 @@ Layers, top to bottom; each imports only from the layers below it (and its
 own), as ``tests/test_layers.py`` checks:
 
     cli, loadtest, target  command line, load tests, reports, the embedded server
+    aio, prometheus        asyncio face; Prometheus collector (optional extras)
     supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets;
-                           session.py, the Session handle
+                           session.py, the Session handle; _metrics, health
     _session_actor.py      thin driver: feeds the machine, carries out its effects;
                            _record (what outlives an actor), _callbacks
     _transport.py          websocket-client connect, reader, writes; cookie isolation;

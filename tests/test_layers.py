@@ -54,7 +54,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("transport", frozenset({"_transport", "_http", "_admission", "_logging", "_futures",
                              "_timer", "policy", "chainlit_auth"})),
     ("session actor", frozenset({"_session_actor", "_record", "_callbacks"})),
-    ("supervisor", frozenset({"_supervisor_actor", "supervisor", "session"})),
+    ("supervisor", frozenset({"_supervisor_actor", "supervisor", "session", "_metrics",
+                              "health"})),
 )
 """Bottom to top, above ``protocols`` (rank 0); any module not listed is at the top
 (cli, loadtest, target, integrations) and may import anything below it."""
