@@ -1,11 +1,20 @@
 """Supervised WebSocket, Socket.IO and Chainlit sessions, with race-free thread Resume.
 
-Layers, top to bottom; each imports only from the layers below it:
+Layers, top to bottom; each imports only from the layers below it (and its
+own), as ``tests/test_layers.py`` checks:
 
-    cli, loadtest          command line, load tests, reports
-    supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets, admission
-    session.py             Session handle + _session_actor: state machine, generation, outbox
-    _transport.py          websocket-client connect + reader thread, cookie isolation
+    cli, loadtest, target  command line, load tests, reports, the embedded server
+    aio, prometheus        asyncio face; Prometheus collector (optional extras)
+    supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets;
+                           session.py, the Session handle; _metrics, health
+    _session_actor.py      thin driver: feeds the machine, carries out its effects;
+                           _record (what outlives an actor), _callbacks
+    _transport.py          websocket-client connect, reader, writer; bounds; _wsclient
+                           (cookie isolation, bounded frames, deadlines); _http,
+                           _admission, _timer, _futures, _logging, policy
+    _machine.py            pure session machine: state, attempts, outbox, deadlines;
+                           _machine_io (inputs, effects), _outgoing; no I/O, clock or ids
+    errors, messages, spec pure records (and _supervision, the supervisor's messages)
     protocols/             pure framing and identity: websocket | socketio | chainlit;
                            reads a ProtocolConfig, imports nothing above itself
 
@@ -16,14 +25,19 @@ from __future__ import annotations
 
 from supervisor.errors import (
     ConnectionLost,
+    DeadlineExceeded,
     HandshakeError,
     HandshakeRefused,
     OutboxFull,
     ProtocolRefused,
+    ReplyTimeout,
+    ResumeTimeout,
+    SendTimeout,
     SessionClosed,
     SessionCrashed,
     SessionFailed,
     SupervisorError,
+    SupervisorStopped,
 )
 from supervisor.messages import (
     Event,
@@ -42,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConnectionLost",
+    "DeadlineExceeded",
     "Event",
     "HandshakeError",
     "HandshakeRefused",
@@ -49,9 +64,12 @@ __all__ = [
     "LifecycleKind",
     "OutboxFull",
     "ProtocolRefused",
+    "ReplyTimeout",
     "RestartPolicy",
     "RestartType",
     "ResumeResult",
+    "ResumeTimeout",
+    "SendTimeout",
     "Session",
     "SessionClosed",
     "SessionCrashed",
@@ -61,4 +79,5 @@ __all__ = [
     "SessionStatus",
     "Supervisor",
     "SupervisorError",
+    "SupervisorStopped",
 ]

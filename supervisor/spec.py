@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from supervisor.messages import Event, Lifecycle
 from supervisor.protocols.config import DEFAULT_THREAD_HEADER, ProtocolConfig
@@ -52,6 +51,20 @@ def check_value(value: str, what: str, max_length: int | None = None) -> str:
     return value
 
 
+def _check_url(url: str) -> SplitResult:
+    """A URL field: no controls, no whitespace, a bounded length, a valid port."""
+    parts = urlsplit(check_value(url, "url", MAX_URL_LENGTH))
+    if any(char.isspace() for char in url):
+        msg = f"url must not contain whitespace: {url!r}"
+        raise ValueError(msg)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        msg = f"url has an invalid port: {url!r}"
+        raise ValueError(msg) from exc
+    return parts
+
+
 def check_path(path: str, what: str) -> str:
     """A URL path field: path characters only (no query, fragment, space or ``..``)."""
     check_value(path, what, MAX_URL_LENGTH)
@@ -78,6 +91,14 @@ def _check_header_name(name: str) -> str:
         msg = f"invalid header name: {name!r}"
         raise ValueError(msg)
     return name
+
+
+def check_timeout(value: float | None, what: str) -> float | None:
+    """A deadline must be a positive number of seconds (None: the default applies)."""
+    if value is not None and not value > 0:
+        msg = f"{what} must be positive, got {value}"
+        raise ValueError(msg)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +166,16 @@ class SessionSpec:
     """A PEM file of CA certificates to verify ``wss://`` servers with (instead of the system's)."""
     follow_redirects: bool = False
     """Follow a redirected upgrade, within the same origin only (scheme, host, port)."""
+    # --- deadlines (core): every future settles by one; override per call -------------
+    resume_timeout: float = 30.0
+    """Seconds a ``resume()`` future may wait to connect; then ``ResumeTimeout`` (the
+    session keeps trying per its restart policy)."""
+    reply_timeout: float = 60.0
+    """Seconds ``call()`` waits for the server's ack and ``chat()`` for the end of
+    its turn; then ``ReplyTimeout``."""
+    send_timeout: float = 30.0
+    """Seconds ``send()``/``emit()`` may wait, buffered or being written; then
+    ``SendTimeout``."""
     protocol_config: ProtocolConfig = field(init=False, repr=False, compare=False)
     """What the codecs read of this spec (computed; the protocol layer never sees the spec)."""
 
@@ -152,15 +183,7 @@ class SessionSpec:
         if self.protocol not in PROTOCOLS:
             msg = f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}"
             raise ValueError(msg)
-        parts = urlsplit(check_value(self.url, "url", MAX_URL_LENGTH))
-        if any(char.isspace() for char in self.url):
-            msg = f"url must not contain whitespace: {self.url!r}"
-            raise ValueError(msg)
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError as exc:
-            msg = f"url has an invalid port: {self.url!r}"
-            raise ValueError(msg) from exc
+        parts = _check_url(self.url)
         # Socket.IO servers are usually named by their HTTP base URL.
         schemes = ("ws", "wss") if self.protocol == "websocket" else ("ws", "wss", "http", "https")
         if parts.scheme not in schemes or not parts.hostname:
@@ -191,6 +214,8 @@ class SessionSpec:
         if self.connect_timeout <= 0:
             msg = f"connect_timeout must be positive, got {self.connect_timeout}"
             raise ValueError(msg)
+        for name in ("resume_timeout", "reply_timeout", "send_timeout"):
+            check_timeout(getattr(self, name), name)
         if self.outbox_limit < 0:
             msg = f"outbox_limit must be zero or more, got {self.outbox_limit}"
             raise ValueError(msg)
@@ -220,6 +245,3 @@ class SessionSpec:
                 raise ValueError(msg)
         if self.ca_file is not None:
             check_value(self.ca_file, "ca_file")
-            if not os.path.isfile(self.ca_file):
-                msg = f"ca_file is not a file: {self.ca_file!r}"
-                raise ValueError(msg)

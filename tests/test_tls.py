@@ -68,10 +68,11 @@ class TestTls:
         reason = _refused(tls_echo.url("wss"), ca_file=str(certs[1].cert_file))
         assert "certificate verify failed" in reason
 
-    def test_missing_ca_file_is_refused_before_io(self, tmp_path: Path) -> None:
-        """A ca_file that does not exist fails in SessionSpec, not at connect."""
-        with pytest.raises(ValueError, match="ca_file"):
-            SessionSpec(url="wss://127.0.0.1:1/", ca_file=str(tmp_path / "nope.pem"))
+    def test_missing_ca_file_fails_the_handshake(self, tls_echo: HostileServer,
+                                                 tmp_path: Path) -> None:
+        """A ca_file that does not exist fails the handshake, naming the file."""
+        reason = _refused(tls_echo.url("wss"), ca_file=str(tmp_path / "nope.pem"))
+        assert "No such file" in reason
 
 
 class TestTlsVersionLookup:
