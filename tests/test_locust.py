@@ -189,6 +189,16 @@ class TestLocustfiles:
         assert counts["turns_failed"] == 0
 
 
+class TestGuide:
+    """docs/distributed.md shows the example locustfiles the tests run, verbatim."""
+
+    @pytest.mark.parametrize("name", ["locust_chat.py", "locust_conversation.py"])
+    def test_guide_embeds_the_example(self, name: str) -> None:
+        """The guide's code block is the example file, so the docs cannot rot."""
+        guide = (ROOT / "docs" / "distributed.md").read_text()
+        assert (EXAMPLES / name).read_text().strip() in guide
+
+
 def loadtest(*args: str) -> list[str]:
     return [sys.executable, "-m", "supervisor", "loadtest", "--processes", "2", "--sessions",
             "4", "--spawn-rate", "8", "--think-time", "0.1", "--resume-every", "0.5", *args]

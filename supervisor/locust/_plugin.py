@@ -32,6 +32,7 @@ from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRun
 from supervisor.loadtest.metrics import Metrics
 from supervisor.loadtest.progress import Progress
 from supervisor.loadtest.report import RunFacts, build_report, write_json, write_reports
+from supervisor.loadtest.values import ConfigError
 from supervisor.locust._engine import drop_engine, engine_for
 from supervisor.locust._merged import MergedMetrics
 from supervisor.locust._options import RUN_FILE_ENV, RunSettings, add_options, settings_for
@@ -57,6 +58,9 @@ def _on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
     level = str(getattr(environment.parsed_options, "loglevel", "INFO") or "INFO").upper()
     if level != "DEBUG":
         logging.getLogger("supervisor").setLevel(logging.WARNING)
+    headless = bool(getattr(environment.parsed_options, "headless", False))
+    if headless and not isinstance(runner, WorkerRunner):
+        _check_settings(environment)
     if isinstance(runner, MasterRunner):
         _Master(environment).install()
     elif isinstance(runner, WorkerRunner):
@@ -68,6 +72,15 @@ def _on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
 _EVENTS: Any = events  # Locust's EventHook.add_listener is untyped
 _EVENTS.init_command_line_parser.add_listener(_on_parser)
 _EVENTS.init.add_listener(_on_init)
+
+
+def _check_settings(environment: Any) -> None:
+    """A headless run fails at once on a bad option, naming it (not per user, later)."""
+    try:
+        report_settings(environment)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
 
 
 def report_settings(environment: Any) -> RunSettings | None:
@@ -192,7 +205,7 @@ class _Reporter:
         try:
             return report_settings(self.environment)
         except Exception as exc:  # noqa: BLE001 - a bad option must not kill Locust's loop
-            log.error("supervisor.locust: cannot build the chat report's settings: %s", exc)
+            log.error("cannot build the chat report's settings: %s", exc)
             return None
 
     def write(self, interrupted: bool) -> None:
@@ -206,7 +219,7 @@ class _Reporter:
         report = build_report(settings.config, self.metrics(), facts)
         self.add_to(report)
         for problem in write_reports(settings.config, report):
-            log.error("supervisor.locust: %s", problem)
+            log.error("%s", problem)
         if settings.report_path:
             write_json(report, settings.report_path)
 
@@ -264,7 +277,7 @@ class _Master(_Reporter):
             if not book.final:
                 ledger.mark_lost(client_id)
                 self._metrics.error("worker_lost")
-                log.warning("supervisor.locust: worker %s (index %s, pid %s) sent no final "
+                log.warning("worker %s (index %s, pid %s) sent no final "
                             "report; its last report is in the totals", client_id, book.index,
                             book.pid)
 

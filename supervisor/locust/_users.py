@@ -97,7 +97,6 @@ class LocustDriver(Driver):
         super().__init__(ctx, number, rng)
         self.engine = engine
         self.events = events
-        self.session_id = f"lt{number:05d}"
         self.last_value: Any = None
         self._op_started = ctx.clock()
         self._connecting: dict[int, float] = {}
