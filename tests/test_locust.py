@@ -199,6 +199,50 @@ class TestGuide:
         assert (EXAMPLES / name).read_text().strip() in guide
 
 
+class TestOtherProtocols:
+    """SocketIOUser and WebSocketUser play the same scenario over their protocols."""
+
+    def test_socketio_and_websocket_users(self, target: TargetProcess, tmp_path: Path) -> None:
+        """Both classes in one locustfile, each with its own host: turns and resumes, typed."""
+        ws_url = target.url.replace("http://", "ws://") + "/ws/echo"
+        (tmp_path / "locustfile.py").write_text(
+            "from supervisor.locust import SocketIOUser, WebSocketUser\n\n\n"
+            f"class Echo(WebSocketUser):\n    host = {ws_url!r}\n\n\n"
+            f"class Chat(SocketIOUser):\n    host = {target.url + '/ws/socket.io'!r}\n"
+            "    options = {'emit_event': 'client_message'}\n")
+        proc = spawn(locust("--headless", *SHORT_LOAD, "--json-file", "stats"),
+                     tmp_path / "run.log", tmp_path)
+        assert finish(proc, tmp_path / "run.log") == 0, (tmp_path / "run.log").read_text()
+        rows = json.loads((tmp_path / "stats.json").read_text())
+        seen = {(row["method"], row["name"]) for row in rows if row["num_requests"]}
+        for protocol in ("websocket", "socketio"):
+            assert {(protocol, name) for name in REQUESTS} <= seen, seen
+        assert all(row["num_failures"] == 0 for row in rows)
+
+
+class TestFailures:
+    """Failed requests reach Locust typed and timed."""
+
+    def test_failures_carry_their_error_type_and_time(self, tmp_path: Path) -> None:
+        """Slow replies fail turns as Timeout after --turn-timeout; refusals fail connects."""
+        with TargetProcess("--reply-tokens", "3", "--token-delay", "0.2",
+                           "--refuse-probability", "0.3", "--seed", "1") as slow:
+            proc = spawn(locust("-f", str(EXAMPLES / "locust_chat.py"), "--headless",
+                                "--host", slow.url, *SHORT_LOAD, "--turn-timeout", "0.3",
+                                "--csv", "locust", "--json-file", "stats"),
+                         tmp_path / "run.log", tmp_path)
+            log = tmp_path / "run.log"
+            assert finish(proc, log) == 1, log.read_text()  # Locust: 1 when requests failed
+        assert "Traceback" not in log.read_text()
+        with (tmp_path / "locust_failures.csv").open(newline="") as handle:
+            errors = {(row["Name"], row["Error"].split("(")[0]) for row in csv.DictReader(handle)}
+        assert ("turn", "Timeout") in errors
+        assert ("connect", "ProtocolRefused") in errors
+        stats = {row["name"]: row for row in json.loads((tmp_path / "stats.json").read_text())}
+        assert stats["turn"]["num_failures"] > 0
+        assert stats["turn"]["min_response_time"] >= 300.0  # the time it took, never 0
+
+
 def loadtest(*args: str) -> list[str]:
     return [sys.executable, "-m", "supervisor", "loadtest", "--processes", "2", "--sessions",
             "4", "--spawn-rate", "8", "--think-time", "0.1", "--resume-every", "0.5", *args]

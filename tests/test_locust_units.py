@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -162,3 +165,41 @@ class TestOptions:
             settings_for("chainlit", {"think_tme": 1}, None, HOST)
         with pytest.raises(ConfigError, match="--host"):
             settings_for("chainlit", {}, None, None)
+
+
+class TestProcessesOption:
+    """`--processes`: validated with the other options; the default path stays Locust-free."""
+
+    @pytest.mark.parametrize(("value", "expected"), [("1", 1), ("4", 4), ("-1", -1)])
+    def test_accepted_values(self, value: str, expected: int) -> None:
+        """1 (default), N, and -1 for one per core."""
+        from supervisor.cli import build_parser  # noqa: PLC0415
+        from supervisor.loadtest.config import resolve  # noqa: PLC0415
+
+        namespace = build_parser().parse_args(["loadtest", "--processes", value])
+        assert resolve(namespace, {}).processes == expected
+
+    @pytest.mark.parametrize("value", ["0", "-2", "two"])
+    def test_bad_values_are_refused(self, value: str) -> None:
+        """0, below -1 and non-numbers fail before anything runs."""
+        from supervisor.cli import build_parser  # noqa: PLC0415
+        from supervisor.loadtest.config import resolve  # noqa: PLC0415
+
+        namespace = build_parser().parse_args(["loadtest", "--processes", value])
+        with pytest.raises(ConfigError, match="--processes"):
+            resolve(namespace, {})
+
+    def test_runner_module_imports_neither_locust_nor_gevent(self) -> None:
+        """The CLI's process imports the --processes runner without gevent's monkey-patching."""
+        code = ("import sys, supervisor.cli, supervisor.locust.processes; "
+                "bad = {'locust', 'gevent'} & set(sys.modules); assert not bad, bad")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+
+    def test_one_worker_per_core(self) -> None:
+        """-1 means os.cpu_count() workers; other values are taken as they are."""
+        from supervisor.locust.processes import worker_count  # noqa: PLC0415
+
+        assert worker_count(-1) == max(1, os.cpu_count() or 1)
+        assert worker_count(3) == 3

@@ -321,8 +321,9 @@ class SupervisedUser(User):
         return float(self.config.think_time)
 
     def on_start(self) -> None:
-        if not self.driver.begin():
-            raise StopUser
+        # A session that never connects stops its user at the first step (StopUser
+        # raised from on_start would be logged by Locust as an error with a traceback).
+        self.driver.begin()
 
     def on_stop(self) -> None:
         self.driver.end()
