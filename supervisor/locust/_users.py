@@ -100,7 +100,6 @@ class LocustDriver(Driver):
         self.last_value: Any = None
         self._op_started = ctx.clock()
         self._connecting: dict[int, float] = {}
-        self._connected_gens: set[int] = set()
         every = ctx.config.resume_every if ctx.config.threads_per_session > 1 else 0.0
         self._every = every
         self._next_resume = math.inf
@@ -111,13 +110,11 @@ class LocustDriver(Driver):
         super().on_lifecycle(event)
         if event.kind is LifecycleKind.CONNECTING:
             self._connecting[event.generation] = event.at
-        elif event.kind is LifecycleKind.CONNECTED:
-            self._connecting.pop(event.generation, None)
-        elif event.kind is LifecycleKind.LOST:
-            began = self._connecting.pop(event.generation, None)
-            if began is not None:  # the handshake itself failed
-                self.events.failure("connect", max(0.0, event.at - began), failure(
-                    event.error or "ConnectError", event.reason or "handshake failed"))
+            return
+        began = self._connecting.pop(event.generation, None)
+        if event.kind is LifecycleKind.LOST and began is not None:  # the handshake failed
+            self.events.failure("connect", max(0.0, event.at - began), failure(
+                event.error or "ConnectError", event.reason or "handshake failed"))
 
     def _wait(self, future: pykka.Future[T], limit: float) -> T:
         value = super()._wait(future, limit)
