@@ -164,6 +164,11 @@ class _Run:
                           flush=True)
             if status is not None or time.monotonic() > deadline:
                 return status
+            if len(self.lost) == len(workers) and not self.interrupts:
+                # Every worker is gone: nothing can run; have the master report and end.
+                self.interrupts = 1
+                with contextlib.suppress(ProcessLookupError):
+                    self.master.send_signal(signal.SIGINT)
             time.sleep(POLL_S)
         return None
 
@@ -188,7 +193,7 @@ class _Run:
             report: dict[str, Any] = json.loads(self.report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             _fail(f"the Locust master wrote no report (exit status {status})", self.err)
-            return EXIT_UNREACHABLE if status is None or status == 0 else status
+            return EXIT_UNREACHABLE
         from rich.console import Console  # noqa: PLC0415
 
         Console(file=self.out, width=None if self.out.isatty() else 110,
