@@ -178,7 +178,7 @@ class LocustDriver(Driver):
         value = self.last_value
         return value if isinstance(value, ResumeResult) else None
 
-    def turn(self, message: str | None = None) -> bool:
+    def measured_turn(self, message: str | None = None) -> bool:
         """One measured chat turn with ``message`` (default ``--message``); False if it failed."""
         session = self._live()
         config = self.ctx.config
@@ -249,13 +249,13 @@ class ChatSession:
         if self._driver.ctx.config.protocol != "chainlit":
             msg = "chat() needs a Chainlit session; use turn() for socketio and websocket"
             raise TypeError(msg)
-        ok = self._driver.turn(text)
+        ok = self._driver.measured_turn(text)
         value = self._driver.last_value
         return value if ok and isinstance(value, TurnResult) else None
 
     def turn(self, text: str | None = None) -> bool:
         """One measured turn in any protocol (websocket, socketio: until the reply)."""
-        return self._driver.turn(text)
+        return self._driver.measured_turn(text)
 
     def resume(self, thread_id: str | None = None) -> ResumeResult | None:
         """Switch threads (measured): to ``thread_id``, or the scenario's next thread."""
@@ -298,10 +298,11 @@ class SupervisedUser(User):
         self.config = settings.config
         events = RequestEvents(environment, self.config.protocol)
         number = engine.next_number()
-        ctx = RunContext(self.config, _metrics_view(engine.metrics, events),
-                         engine.supervisor, session_url(self.config, settings.base_url),
-                         threading.Event(), math.inf, engine.credentials(settings),
-                         time.monotonic)
+        ctx = RunContext(config=self.config, metrics=_metrics_view(engine.metrics, events),
+                         supervisor=engine.supervisor,
+                         session_url=session_url(self.config, settings.base_url),
+                         stop=threading.Event(), deadline=math.inf,
+                         credentials=engine.credentials(settings), clock=time.monotonic)
         self.driver = LocustDriver(ctx, number, engine, events, engine.rng(settings, number))
         self.session = ChatSession(self.driver)
 
