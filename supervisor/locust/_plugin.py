@@ -52,6 +52,10 @@ def _on_parser(parser: Any, **_kwargs: Any) -> None:
 
 
 def _on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
+    # gevent's loop caches "now" and has not run since Locust patched the process;
+    # the seconds spent importing (our library included) would otherwise cut
+    # --run-time short, because Locust arms it with spawn_later right after this.
+    gevent.get_hub().loop.update_now()
     # Locust logs INFO to the console; one line per session connect or resume
     # would drown its own output, so our library logs warnings and up unless
     # Locust runs at DEBUG.
