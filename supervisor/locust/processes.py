@@ -208,11 +208,16 @@ class _Run:
             _fail("no session connected (check --target and --protocol)", self.err)
             return EXIT_UNREACHABLE
         verdict = report["exit"]
-        if not verdict["passed"]:
-            _fail(f"error rate {verdict['error_rate']:.2%} is above --fail-on-error-rate "
-                  f"{verdict['fail_on_error_rate']:.2%} (see the errors in the report)", self.err)
-            return EXIT_ERROR_RATE
-        return EXIT_OK
+        if not verdict.get("passed", True):
+            limit = verdict.get("fail_on_error_rate")
+            why = (f"error rate {verdict.get('error_rate', 0.0):.2%} is above "
+                   f"--fail-on-error-rate {limit:.2%}" if isinstance(limit, float)
+                   else "the run failed its thresholds")
+            _fail(f"{why} (see the errors in the report)", self.err)
+        status = verdict.get("status")  # the report's own exit status, when it gives one
+        if isinstance(status, int):
+            return status
+        return EXIT_OK if verdict.get("passed", True) else EXIT_ERROR_RATE
 
     # --- signals ------------------------------------------------------------------
 
