@@ -181,6 +181,8 @@ class _Reporter:
             metrics.roll()
 
     def on_test_stopping(self, **_kwargs: Any) -> None:
+        # The run's duration ends here, before the wait for the workers' final reports.
+        self.clock.stop = time.monotonic()
         self.clock.connected_end = self.metrics().connected_now()
 
     def on_test_stop(self, **_kwargs: Any) -> None:
@@ -192,7 +194,8 @@ class _Reporter:
         if self._roller is not None:
             self._roller.kill(block=False)
             self._roller = None
-            self.clock.stop = time.monotonic()
+            if self.clock.stop is None:
+                self.clock.stop = time.monotonic()
             self.metrics().roll()
         if self.progress is not None:
             self.progress.stop()
@@ -200,7 +203,8 @@ class _Reporter:
 
     def on_quitting(self, **_kwargs: Any) -> None:
         interrupted = not self.stopped
-        if interrupted:
+        if interrupted and self._roller is not None:  # Ctrl-C or SIGTERM mid-run
+            self.clock.stop = time.monotonic()
             self.clock.connected_end = self.metrics().connected_now()
         self.finish()
         self.write(interrupted)
