@@ -35,7 +35,13 @@ from supervisor.loadtest.report import RunFacts, build_report, write_json, write
 from supervisor.loadtest.values import ConfigError
 from supervisor.locust._engine import drop_engine, engine_for
 from supervisor.locust._merged import MergedMetrics
-from supervisor.locust._options import RUN_FILE_ENV, RunSettings, add_options, settings_for
+from supervisor.locust._options import (
+    RUN_FILE_ENV,
+    RunSettings,
+    add_options,
+    read_run_file,
+    settings_for,
+)
 from supervisor.locust._payload import PAYLOAD_KEY, worker_payload
 
 log = logging.getLogger("supervisor.locust")
@@ -104,8 +110,6 @@ def _report_interval(environment: Any) -> float:
     interval = None
     if run_file:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            from supervisor.locust._options import read_run_file  # noqa: PLC0415
-
             interval = read_run_file(run_file).config.interval
     if interval is None:
         raw = getattr(environment.parsed_options, "interval", None)
