@@ -175,6 +175,16 @@ class TestLocustfiles:
         stats = {row["name"]: row for row in json.loads((tmp_path / "locust.json").read_text())}
         assert stats["turn"]["num_requests"] == chat["latency_ms"]["turn"]["count"]
 
+    def test_bad_option_stops_a_headless_run_at_once(self, target: TargetProcess,
+                                                     tmp_path: Path) -> None:
+        """A bad value exits 2 before any user starts, with loadtest's message."""
+        proc = spawn(locust("-f", str(EXAMPLES / "locust_chat.py"), "--headless", "--host",
+                            target.url, "--run-time", "30s", "--think-time", "-1"),
+                     tmp_path / "run.log", tmp_path)
+        log = tmp_path / "run.log"
+        assert finish(proc, log, 30.0) == 2, log.read_text()
+        assert "--think-time must be a number of 0 or more" in log.read_text()
+
     def test_own_conversation_replaces_the_default_step(self, target: TargetProcess,
                                                         tmp_path: Path) -> None:
         """A user's own task chats twice per resume pair, measured like the default one."""
