@@ -115,6 +115,10 @@ def _loadtest(namespace: argparse.Namespace) -> int:
         if config.runtime == "gevent" and not _gevent_patched():
             raise ConfigError("--runtime gevent was not applied at start-up",
                               "give it on the command line")
+        if config.processes != 1:  # locust concern (issue 10): Locust's engine, N workers
+            from supervisor.locust.processes import run_processes  # noqa: PLC0415
+
+            return run_processes(config)
         return run(config)
     except ConfigError as exc:
         print(f"supervisor loadtest: error: {exc}", file=sys.stderr)

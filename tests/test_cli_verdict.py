@@ -252,6 +252,7 @@ LOADTEST_BAD: dict[str, tuple[str, ...]] = {
     "turn-timeout": ("0",),
     "runtime": ("fibers",),
     "seed": ("x", "1.5"),
+    "processes": ("0", "-2", "two"),
     "interval": ("0", "-1"),
     "stop-timeout": ("0",),
     "quiet": ("=maybe",),

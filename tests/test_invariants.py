@@ -156,7 +156,9 @@ class TestNoCrossTalk:
         log = EventLog(on_each=block_on_first)
         session = open_session("t-old", on_event=log)
         session.resume("t-old").get(timeout=10)
-        session.send("first").get(timeout=10)
+        # Not waited on here: its Written report may queue behind the echo that
+        # blocks the actor below, and send futures settle in the actor.
+        first = session.send("first")
         assert first_seen.wait(10)  # the actor is now busy inside on_event
         resumed = session.resume("t-new")  # queued behind nothing yet
         for i in range(3):  # written by the actor only after the Resume: on t-new
@@ -169,6 +171,7 @@ class TestNoCrossTalk:
             old_connection.send(f"stale-{i}")
         wait_until(lambda: inbox.qsize() >= 1 + 3 + 3, what="stale echoes in the mailbox")
         unblock.set()
+        first.get(timeout=10)
         resumed.get(timeout=10)
         events = log.wait_for(lambda evs: sum("late" in e.data for e in evs) == 3)
         for event in events:

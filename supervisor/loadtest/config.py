@@ -139,6 +139,15 @@ def _target_options(value: Any, source: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _processes(value: Any, source: str) -> int:
+    # locust concern (issue 10): -1 is one worker process per core
+    count = integer(value, source)
+    if count == 0 or count < -1:
+        raise ConfigError(f"{source} must be 1 or more, or -1 (one per core)",
+                          "e.g. --processes 4")
+    return count
+
+
 OPTIONS: tuple[Option, ...] = (
     # --- target
     Option("target", None, _target, "server to load: http(s)://HOST:PORT for chainlit and "
@@ -205,6 +214,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("stop-timeout", 10.0, duration(strict=True), "time allowed for closing "
            "the sessions at the end (default: %(default)ss)", "DURATION", "run"),
     Option("quiet", False, parse_bool, "no live progress", group="run", flag=True),
+    Option("processes", 1, _processes, "processes that run the sessions: N Locust workers "
+           "under one master on this machine, -1 one per core; above 1 needs the [locust] "
+           "extra (default: %(default)s)", "N", "run"),
     # --- reports
     Option("json", None, _optional_path, "write the JSON report here", "PATH", "report"),
     Option("csv", None, _optional_path, "write one CSV row per interval here", "PATH", "report"),
@@ -284,6 +296,8 @@ class LoadTestConfig:
     threshold: tuple[Threshold, ...]
     fail_on_error_rate: float
     config: str | None = None
+    processes: int = 1
+    """locust concern (issue 10): worker processes; 1 runs in this process."""
 
     @property
     def embedded(self) -> bool:

@@ -1,0 +1,94 @@
+"""A plain Locust user on python-socketio's client, playing the load test's scenario.
+
+The peer for ``locust_cpu.py``: the same Chainlit scenario as ``supervisor
+loadtest`` (connect with Chainlit's auth payload, chat turns until
+``task_end``, a thread switch by reconnecting with a new session id every
+``RESUME_EVERY`` seconds), reported as the same Locust requests, but with
+python-socketio's synchronous client instead of a supervised session.
+Settings come from environment variables so the runner can match them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import socketio  # type: ignore[import-untyped]
+from locust import User, task
+
+from supervisor.protocols.chat import user_message
+
+THINK_S = float(os.environ.get("BENCH_THINK_TIME", "1.0"))
+RESUME_EVERY = float(os.environ.get("BENCH_RESUME_EVERY", "5.0"))
+TURN_TIMEOUT = 30.0
+
+
+class SocketIOChat(User):
+    """One python-socketio connection per user; threads switched by reconnecting."""
+
+    def wait_time(self) -> float:
+        return THINK_S
+
+    def on_start(self) -> None:
+        self.threads = [str(uuid.uuid4()), str(uuid.uuid4())]
+        self.thread_index = 0
+        self.client = socketio.Client(reconnection=False)
+        self.turn_done = threading.Event()
+        self.first_at: float | None = None
+        self.client.on("stream_start", self._on_token)
+        self.client.on("stream_token", self._on_token)
+        self.client.on("task_end", lambda *_: self.turn_done.set())
+        self._connect("connect")
+        self.next_resume = time.monotonic() + RESUME_EVERY
+
+    def _on_token(self, *_args: Any) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+
+    def _fire(self, name: str, started: float, error: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type="socketio", name=name, response_time=(time.perf_counter() - started)
+            * 1000, response_length=0, exception=error, context={})
+
+    def _connect(self, name: str) -> None:
+        started = time.perf_counter()
+        auth = {"clientType": "webapp", "sessionId": str(uuid.uuid4()),
+                "threadId": self.threads[self.thread_index], "userEnv": "{}",
+                "chatProfile": None}
+        try:
+            self.client.connect(self.host, auth=auth, socketio_path="/ws/socket.io",
+                                transports=["websocket"], wait_timeout=10)
+        except Exception as exc:  # reported to Locust as the failure
+            self._fire(name, started, exc)
+            return
+        self._fire(name, started)
+
+    @task
+    def step(self) -> None:
+        if time.monotonic() >= self.next_resume:
+            self.thread_index = (self.thread_index + 1) % len(self.threads)
+            self.client.disconnect()
+            self._connect("resume")
+            self.next_resume = time.monotonic() + RESUME_EVERY
+            return
+        self.turn_done.clear()
+        self.first_at = None
+        started = time.perf_counter()
+        thread = self.threads[self.thread_index]
+        self.client.emit("client_message",
+                         user_message("hello", thread, str(uuid.uuid4()), time.time()))
+        if not self.turn_done.wait(TURN_TIMEOUT):
+            self._fire("turn", started, TimeoutError(f"no task_end in {TURN_TIMEOUT:g}s"))
+            return
+        if self.first_at is not None:
+            self.environment.events.request.fire(
+                request_type="socketio", name="first_token",
+                response_time=(self.first_at - started) * 1000, response_length=0,
+                exception=None, context={})
+        self._fire("turn", started)
+
+    def on_stop(self) -> None:
+        self.client.disconnect()

@@ -1,0 +1,2 @@
+from supervisor.locust import ChainlitUser
+class Chat(ChainlitUser): pass
