@@ -9,9 +9,10 @@ own), as ``tests/test_layers.py`` checks:
                            session.py, the Session handle; _metrics, health
     _session_actor.py      thin driver: feeds the machine, carries out its effects;
                            _record (what outlives an actor), _callbacks
-    _transport.py          websocket-client connect, reader, writer; bounds; _wsclient
-                           (cookie isolation, bounded frames, deadlines); _http,
-                           _admission, _timer, _futures, _logging, policy
+    _transport.py          websocket-client connect and lifecycle; _streams (writer,
+                           reader, bounds), _reports, _wsclient (cookie isolation,
+                           bounded frames, deadlines); _http, _admission, _timer,
+                           _futures, _logging, policy
     _machine.py            pure session machine: state, attempts, outbox, deadlines;
                            _machine_io (inputs, effects), _outgoing; no I/O, clock or ids
     errors, messages, spec pure records (and _supervision, the supervisor's messages)

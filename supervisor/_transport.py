@@ -21,150 +21,51 @@ connection was opened for. It bounds everything a peer can make it hold (I9):
 websocket-client owns the socket, the upgrade and the framing; ``_wsclient``
 holds what is added on top of it (cookie isolation, the bounded frame reader,
 the shared deadline thread) and ``_http`` the bounded Chainlit version
-detection. This module owns the threads. Threads become greenlets under
-gevent's monkey-patching, unchanged.
+detection. This module opens the connection and owns its lifecycle; ``_streams`` its
+writer and reader once open, and ``_reports`` what it tells the session actor.
+Threads become greenlets under gevent's monkey-patching, unchanged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import socket
-import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import websocket
-from websocket._socket import recv as websocket_recv
 
 from supervisor import _wsclient as wsc
 from supervisor._admission import Admission, AdmissionCancelled
-from supervisor._http import REDIRECT_STATUSES, Origin, TlsOptions, lookup_chainlit_version
-from supervisor.errors import (
-    ConnectionLost,
-    HandshakeError,
-    HandshakeRedirected,
-    HandshakeRefused,
-    MessageTooBig,
+from supervisor._http import REDIRECT_STATUSES, Origin, lookup_chainlit_version
+from supervisor._reports import (
+    Admitted,
+    Ended,
+    Opened,
+    OpenFailed,
+    Received,
+    Report,
+    TransportOptions,
+    Written,
 )
+from supervisor._streams import OP, SHUTDOWN, Streams, shutdown
+from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefused
 from supervisor.protocols.base import Codec, VersionLookup
 
-if TYPE_CHECKING:
-    from supervisor.spec import SessionSpec
+__all__ = ["MAX_REDIRECTS", "Admitted", "Connection", "Ended", "OpenFailed", "Opened",
+           "Received", "Report", "TransportOptions", "Written", "same_origin_target"]
 
-_CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 MAX_REDIRECTS = 3
 """Same-origin redirects followed per handshake (with ``follow_redirects``)."""
-_WRITE_CHUNK = 64 * 1024
 _PLAIN_WRITES = os.name == "posix" and hasattr(socket, "MSG_DONTWAIT")
 """Non-blocking writes without a socket timeout (Linux, macOS); elsewhere timeout mode."""
-_OP = websocket.ABNF
 
 
-@dataclass(frozen=True, slots=True)
-class TransportOptions:
-    """The bounds and TLS settings of one connection (see ``SessionSpec`` for each)."""
-
-    connect_timeout: float = 10.0
-    verify_tls: bool = True
-    ca_file: str | None = None
-    follow_redirects: bool = False
-    write_timeout: float = 10.0
-    write_buffer_bytes: int = 64 * 1024 * 1024
-    max_message_bytes: int = 16 * 1024 * 1024
-    inbound_max_frames: int = 1000
-    inbound_max_bytes: int = 16 * 1024 * 1024
-
-    @classmethod
-    def from_spec(cls, spec: SessionSpec) -> TransportOptions:
-        return cls(connect_timeout=spec.connect_timeout, verify_tls=spec.verify_tls,
-                   ca_file=spec.ca_file, follow_redirects=spec.follow_redirects,
-                   write_timeout=spec.write_timeout,
-                   write_buffer_bytes=spec.write_buffer_bytes,
-                   max_message_bytes=spec.max_message_bytes,
-                   inbound_max_frames=spec.inbound_max_frames,
-                   inbound_max_bytes=spec.inbound_max_bytes)
-
-    @property
-    def tls(self) -> TlsOptions:
-        return TlsOptions(self.verify_tls, self.ca_file)
-
-
-# --- reports to the session actor (internal messages) ----------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """Internal: admission control let the handshake of ``generation`` start."""
-
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """Internal: the WebSocket upgrade of ``generation`` succeeded."""
-
-    generation: int
-    connection: Connection
-    response_headers: Mapping[str, str]
-    admitted_at: float
-    """``time.monotonic()`` when admission control let the handshake start."""
-    opened_at: float
-    """``time.monotonic()`` when the WebSocket upgrade (TCP, TLS, HTTP 101) completed."""
-
-
-@dataclass(frozen=True, slots=True)
-class OpenFailed:
-    """Internal: the handshake of ``generation`` failed with ``error``."""
-
-    generation: int
-    error: Exception
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """Internal: one text (str) or binary (bytes) frame on ``generation``.
-
-    The driver answers each with ``Connection.consumed(len(data))``.
-    """
-
-    generation: int
-    data: str | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """Internal: the frame sent with ``token`` was fully written to the socket."""
-
-    generation: int
-    token: object
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """Internal: the connection of ``generation`` ended; ``clean``: closed normally by the peer.
-
-    Reported after every ``Written`` of that connection.
-    """
-
-    generation: int
-    error: Exception | None
-    clean: bool
-
-
-Report = Admitted | Opened | OpenFailed | Received | Written | Ended
-
-_SHUTDOWN = object()
-"""Write-queue marker: everything before it is written; shut the socket down."""
-
-
-class Connection:
+class Connection(Streams):
     """Internal: one connection attempt and, once open, its reader and writer threads."""
 
     def __init__(self, codec: Codec, generation: int, report: Callable[[Report], None],
@@ -219,33 +120,6 @@ class Connection:
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, frame: str | bytes, token: object | None = None) -> None:
-        """Queue one frame; ``Written(generation, token)`` follows once it is written."""
-        opcode = _OP.OPCODE_TEXT if isinstance(frame, str) else _OP.OPCODE_BINARY
-        self._enqueue(wsc.frame_bytes(frame, opcode), token)
-
-    def consumed(self, nbytes: int) -> None:
-        """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back."""
-        with self._lock:
-            self._backlog_frames = max(0, self._backlog_frames - 1)
-            self._backlog_bytes = max(0, self._backlog_bytes - nbytes)
-            self._changed.notify_all()
-
-    @property
-    def inbound_backlog(self) -> int:
-        """Frames reported and not yet consumed."""
-        return self._backlog_frames
-
-    @property
-    def inbound_backlog_bytes(self) -> int:
-        """Bytes (``len`` of each frame's data) reported and not yet consumed."""
-        return self._backlog_bytes
-
-    @property
-    def write_backlog_bytes(self) -> int:
-        """Bytes queued for the writer and not yet written."""
-        return self._write_bytes
-
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
         """Write ``last_frames`` and a close frame (bounded by ``write_timeout``), then stop."""
         with self._lock:
@@ -255,17 +129,17 @@ class Connection:
             return
         for frame in last_frames:
             self.send(frame)
-        self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), _OP.OPCODE_CLOSE),
+        self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE),
                       None)
         with self._lock:
             self._by_us = True
             self._changed.notify_all()  # a reader waiting for credit goes on to drain and end
             if self._writes or self._writing:
-                self._writes.append((_SHUTDOWN, None))
+                self._writes.append((SHUTDOWN, None))
                 self._kick()
                 return
             sock = self._live
-        _shutdown(sock)  # everything went out at once: no writer needed
+        shutdown(sock)  # everything went out at once: no writer needed
 
     def abort(self) -> None:
         """Stop at once, mid-handshake included: no close frame."""
@@ -277,76 +151,6 @@ class Connection:
         self._shutdown_current()
 
     # --- internals -----------------------------------------------------------------
-
-    def _enqueue(self, data: bytes, token: object | None) -> None:
-        written = False
-        with self._lock:
-            if self._by_us or self._over or self._error is not None:
-                return  # the connection is ending; the driver hears it from Ended
-            if self._write_bytes + len(data) > self._options.write_buffer_bytes \
-                    and self._writes:
-                overflow = True
-            else:
-                overflow = False
-                if self._raw_fd >= 0 and not self._writes and not self._writing:
-                    # Fast path: a non-blocking write of what the socket takes now,
-                    # under the lock, so no other write and no close interleaves.
-                    done = self._write_now(data)
-                    written = done == len(data)
-                    data = data[done:]
-                if not written:
-                    self._writes.append((data, token))
-                    self._write_bytes += len(data)
-                    self._kick()
-        if overflow:
-            self._fail(ConnectionLost(
-                f"write buffer over {self._options.write_buffer_bytes} bytes: "
-                "the server is not reading"))
-        if written and token is not None:
-            self._report(Written(self.generation, token))
-
-    def _write_now(self, data: bytes | memoryview) -> int:
-        """Bytes of ``data`` written to the plain-TCP socket without blocking."""
-        try:
-            if self._fd_nonblocking:
-                return os.write(self._raw_fd, data)
-            assert self._live is not None
-            return self._live.send(data, socket.MSG_DONTWAIT)
-        except OSError:
-            return 0  # full (BlockingIOError), or broken: the writer meets it and reports it
-
-    def _kick(self) -> None:
-        """Wake the writer, or start it; lock held.
-
-        Started under the lock so ``_finish`` never sees a writer it cannot
-        join; the new thread waits for the lock, so this cannot deadlock.
-        """
-        if self._live is None:
-            return  # not open yet: started once the upgrade succeeded
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, args=(self._live,),
-                                            daemon=True, name=f"ws-gen{self.generation}-writer")
-            self._writer.start()
-        else:
-            self._changed.notify_all()
-
-    def _fail(self, error: Exception) -> None:
-        """A write failed: the reader ends the connection and reports ``error``."""
-        with self._lock:
-            if self._error is None:
-                self._error = error
-            self._changed.notify_all()
-        self._shutdown_current()
-
-    def _shutdown_current(self) -> bool:
-        """Shut down whichever socket is live now; False if there is none yet."""
-        with self._lock:
-            sock = self._sock
-            ws = self._ws
-        if sock is None and ws is not None:
-            sock = ws.sock  # set by websocket-client once TCP (and TLS) are up
-        _shutdown(sock)
-        return sock is not None
 
     def _deadline_passed(self) -> bool:
         """The handshake's deadline thread: shut it down; True: call again (no socket yet)."""
@@ -360,7 +164,7 @@ class Connection:
         with self._lock:
             self._sock = sock
         if sock is not None and self._cancelled.is_set():
-            _shutdown(sock)  # aborted while the socket was being made
+            shutdown(sock)  # aborted while the socket was being made
 
     def _run(self) -> None:
         try:
@@ -483,189 +287,6 @@ class Connection:
         if self._cancelled.is_set():
             msg = "handshake aborted"
             raise HandshakeError(msg)
-
-    # --- writer thread ---------------------------------------------------------------
-
-    def _write_loop(self, sock: socket.socket) -> None:
-        while True:
-            with self._lock:
-                self._writing = False
-                while not self._writes and not self._writer_done():
-                    self._changed.wait()
-                if self._writer_done():
-                    return
-                data, token = self._writes.popleft()
-                if isinstance(data, bytes):
-                    self._write_bytes -= len(data)
-                    self._writing = True
-            if not isinstance(data, bytes):  # _SHUTDOWN: the close frame is out
-                _shutdown(sock)
-                return
-            try:
-                self._write(sock, data)
-            except Exception as exc:  # noqa: BLE001 - any write failure breaks the connection
-                error = exc if isinstance(exc, ConnectionLost) else \
-                    ConnectionLost(f"write failed: {exc or type(exc).__name__}")
-                if error is not exc:
-                    error.__cause__ = exc
-                self._fail(error)
-                return
-            if token is not None:
-                self._report(Written(self.generation, token))
-
-    def _writer_done(self) -> bool:
-        # Once the reader is over, only a close frame it queued is still written.
-        return (self._error is not None or self._cancelled.is_set()
-                or (self._over and not self._writes))
-
-    def _write(self, sock: socket.socket, data: bytes) -> None:
-        """Write ``data`` within ``write_timeout``: wait for room, write what fits, repeat."""
-        timeout = self._options.write_timeout
-        deadline = time.monotonic() + timeout
-        view = memoryview(data)
-        sent = 0
-        with self._lock:
-            plain, nonblocking = self._raw_fd >= 0, self._fd_nonblocking
-        poller = select.poll()  # gevent patches it; select() would fail past fd 1024
-        poller.register(sock.fileno(), select.POLLOUT)
-        while sent < len(view):
-            if self._cancelled.is_set():
-                msg = "aborted while writing"
-                raise ConnectionLost(msg)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                msg = (f"write stalled: {len(view) - sent} of {len(view)} bytes not written "
-                       f"within {timeout:g}s (write_timeout); the server is not reading")
-                raise ConnectionLost(msg)
-            if not poller.poll(left * 1000):
-                continue
-            chunk = view[sent:sent + _WRITE_CHUNK]
-            with contextlib.suppress(BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
-                if not plain:
-                    sent += sock.send(chunk)  # TLS, in timeout mode
-                elif nonblocking:
-                    sent += os.write(sock.fileno(), chunk)
-                else:
-                    sent += sock.send(chunk, socket.MSG_DONTWAIT)
-
-    # --- reader thread ---------------------------------------------------------------
-
-    def _read_loop(self, sock: socket.socket) -> None:
-        reader = wsc.BoundedFrameBuffer(lambda size: websocket_recv(sock, size),
-                                        self._options.max_message_bytes)
-        self._install(reader)
-        assembler = wsc.Assembler()
-        error: Exception | None = None
-        clean = False
-        try:
-            while True:
-                self._await_credit()
-                if self._error is not None:
-                    break  # the writer failed; it set the error Ended reports
-                reader.held = assembler.held
-                try:
-                    frame = reader.recv_frame()
-                except websocket.WebSocketTimeoutException:
-                    if self._cancelled.is_set():
-                        break
-                    continue  # idle past one socket tick; the frame state is kept
-                if frame.opcode == _OP.OPCODE_CLOSE:
-                    code = wsc.close_code(frame.data)
-                    clean = code in _CLEAN_CLOSE_CODES
-                    if not clean:
-                        error = ConnectionLost(f"server closed the connection with code {code}")
-                    self._close_with(code if clean else wsc.CLOSE_NORMAL)
-                    break
-                if frame.opcode == _OP.OPCODE_PING:
-                    self._enqueue(wsc.frame_bytes(frame.data, _OP.OPCODE_PONG), None)
-                elif frame.opcode != _OP.OPCODE_PONG \
-                        and (message := assembler.feed(frame)) is not None:
-                    self._dispatch(*message)
-        except wsc.FrameTooBig as exc:
-            error = MessageTooBig(exc.announced, exc.limit)
-            self._close_with(wsc.CLOSE_TOO_BIG)
-        except websocket.WebSocketProtocolException as exc:
-            error = ConnectionLost(f"protocol violation by the server: {exc}")
-            self._close_with(wsc.CLOSE_PROTOCOL_ERROR)
-        except websocket.WebSocketConnectionClosedException:
-            error = ConnectionLost("the server closed the TCP connection without a close frame")
-        except Exception as exc:  # noqa: BLE001 - every way a read ends is reported
-            error = ConnectionLost(f"connection lost: {exc or type(exc).__name__}")
-            error.__cause__ = exc
-        self._finish(sock, error, clean=clean)
-
-    def _install(self, reader: wsc.BoundedFrameBuffer) -> None:
-        """Make ``reader`` websocket-client's frame reader too (one per connection, not two)."""
-        if self._ws is not None:
-            self._ws.frame_buffer = reader
-
-    def _dispatch(self, opcode: int, payload: bytes) -> None:
-        data: str | bytes
-        if opcode == _OP.OPCODE_TEXT:
-            data = payload.decode("utf-8", "replace")
-            if (reply := self._codec.autoreply(data)) is not None:
-                # Heartbeats are answered here, not in the mailbox, so a busy
-                # actor never misses the server's ping timeout.
-                self.send(reply)
-                return
-        else:
-            data = payload
-        with self._lock:
-            if self._by_us:
-                return  # closing: nobody wants it, and it must not hold the reader
-            self._backlog_frames += 1
-            self._backlog_bytes += len(data)
-        self._report(Received(self.generation, data))
-
-    def _await_credit(self) -> None:
-        """Block while the driver has too many frames or bytes unconsumed (TCP pushes back)."""
-        options = self._options
-        if (self._backlog_frames < options.inbound_max_frames
-                and self._backlog_bytes < options.inbound_max_bytes):
-            return  # the common case, read without the lock (an int read is atomic)
-        with self._lock:
-            while ((self._backlog_frames >= options.inbound_max_frames
-                    or self._backlog_bytes >= options.inbound_max_bytes)
-                   and not self._by_us and self._error is None):
-                self._changed.wait()
-
-    def _close_with(self, code: int) -> None:
-        """Say why before hanging up: drop unwritten frames, write a close frame, stop."""
-        close = wsc.frame_bytes(wsc.close_payload(code), _OP.OPCODE_CLOSE)
-        with self._lock:
-            if self._by_us or self._error is not None:
-                return
-            self._writes.clear()
-            self._write_bytes = 0
-            self._writes.extend(((close, None), (_SHUTDOWN, None)))
-            self._kick()
-
-    def _finish(self, sock: socket.socket, error: Exception | None, *, clean: bool) -> None:
-        with self._lock:
-            self._over = True
-            self._raw_fd = -1  # the fast path never writes a descriptor about to be closed
-            writer = self._writer
-            by_us = self._by_us
-            if self._error is not None:
-                error, clean = self._error, False
-            if not by_us and self._writes and self._writes[-1][0] is not _SHUTDOWN:
-                self._writes.clear()  # the peer is gone: unwritten frames stay unwritten
-                self._write_bytes = 0
-            self._changed.notify_all()
-        if writer is not None:
-            # A close frame queued just now gets its chance, bounded; then Ended
-            # follows every Written of this connection.
-            writer.join(timeout=self._options.write_timeout * 1.5 + 0.1)
-        _shutdown(sock)
-        sock.close()
-        self._report(Ended(self.generation, None if by_us else error, clean))
-
-
-def _shutdown(sock: socket.socket | None) -> None:
-    # Shutting the socket down wakes a thread blocked reading or writing it.
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def same_origin_target(current: str, location: str) -> str | None:
