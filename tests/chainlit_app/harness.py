@@ -93,6 +93,8 @@ class ChainlitApp:
 
     Attributes once started: ``url`` (``http://127.0.0.1:PORT``), ``port``, ``root``
     (the temporary app root), ``db_path``, ``secret`` (``CHAINLIT_AUTH_SECRET``),
+    ``python`` (the interpreter whose Chainlit runs; see ``versions.py`` for the
+    extra versions), ``config`` (which ``.chainlit/`` file becomes its config.toml),
     ``log_path`` (the server's stdout and stderr) and ``startup_s`` (seconds from
     spawn to the first 200 from ``/health``).
     """
@@ -104,7 +106,11 @@ class ChainlitApp:
         stop_timeout: float = 10.0,
         keep_root: bool = False,
         extra_env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        config: str = "config.toml",
     ) -> None:
+        self.python = python
+        self.config = config
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.keep_root = keep_root
@@ -272,7 +278,7 @@ class ChainlitApp:
         self.root = root
         shutil.copy2(APP_DIR / "app.py", root / "app.py")
         (root / ".chainlit").mkdir()
-        shutil.copy2(APP_DIR / ".chainlit" / "config.toml", root / ".chainlit" / "config.toml")
+        shutil.copy2(APP_DIR / ".chainlit" / self.config, root / ".chainlit" / "config.toml")
         self.db_path = create_schema(root / "chainlit.sqlite3")
         self.log_path = root / "server.log"
 
@@ -303,7 +309,7 @@ class ChainlitApp:
         self.url = f"http://{HOST}:{self.port}"
         self._log = self.log_path.open("ab")
         cmd = [
-            sys.executable, "-m", "chainlit", "run", "app.py",
+            self.python, "-m", "chainlit", "run", "app.py",
             "--headless", "--host", HOST, "--port", str(self.port),
         ]  # fmt: skip
         started = time.monotonic()
