@@ -6,7 +6,8 @@ Layers, top to bottom; each imports only from the layers below it:
     supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets, admission
     session.py             Session handle + _session_actor: state machine, generation, outbox
     _transport.py          websocket-client connect + reader thread, cookie isolation
-    protocols/             pure framing and identity: websocket | socketio | chainlit
+    protocols/             pure framing and identity: websocket | socketio | chainlit;
+                           reads a ProtocolConfig, imports nothing above itself
 
 The library never configures logging; see ``docs/logging.md``.
 """

@@ -27,7 +27,6 @@ from supervisor import _supervision as sup
 from supervisor._admission import Admission
 from supervisor._callbacks import UserCallbacks
 from supervisor._futures import is_settled, reject, resolve
-from supervisor._http import detect_chainlit_version
 from supervisor._logging import get_logger
 from supervisor._outgoing import Outbox
 from supervisor._record import Command, SessionRecord, fail_command
@@ -266,8 +265,7 @@ class SessionActor(pykka.ThreadingActor):
         # thread (Chainlit): only the first handshake with an id waits for one.
         confirm_resume = self._spec.confirm_resume and not self._protocol_session_used
         self._protocol_session_used = True
-        codec = make_codec(self._spec, identity, detect_chainlit_version,
-                           confirm_resume=confirm_resume)
+        codec = make_codec(self._spec.protocol_config, identity, confirm_resume=confirm_resume)
         conn = Connection(codec, record.generation, self._report, self._admission,
                           self._spec.connect_timeout, self._spec.verify_tls)
         self._conn, self._codec, self._conn_thread = conn, codec, record.thread_id

@@ -21,6 +21,7 @@ import websocket
 import websocket._handshake as _ws_handshake
 
 from supervisor._admission import Admission, AdmissionCancelled
+from supervisor._http import detect_chainlit_version
 from supervisor.errors import ConnectionLost, HandshakeError, HandshakeRefused
 from supervisor.protocols.base import Codec
 
@@ -186,7 +187,8 @@ class Connection:
         self._admitted_at = time.monotonic()
         self._report(Admitted(self.generation))
         try:
-            handshake = self._codec.handshake()  # may do I/O (version detection)
+            # Version detection (Chainlit "auto") is I/O: it runs here, not in the codec.
+            handshake = self._codec.handshake(detect_chainlit_version)
             # An abort during that, or during the TCP connect below (before
             # websocket-client exposes the socket), is seen here and after it.
             self._check_cancelled()

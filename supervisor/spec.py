@@ -10,11 +10,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from supervisor.messages import Event, Lifecycle
+from supervisor.protocols.config import DEFAULT_THREAD_HEADER, ProtocolConfig
 
 ProtocolName = Literal["websocket", "socketio", "chainlit"]
 ChainlitVersion = Literal["auto", "2", "1"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("websocket", "socketio", "chainlit")
-DEFAULT_THREAD_HEADER = "X-Chainlit-Thread-Id"
 
 _HEADER_NAME_FORBIDDEN = set('()<>@,;:\\"/[]?={} \t')
 
@@ -106,6 +106,8 @@ class SessionSpec:
 
     Turn off for apps without ``@cl.on_chat_resume`` (they never answer; the
     resume would end in the connect timeout)."""
+    protocol_config: ProtocolConfig = field(init=False, repr=False, compare=False)
+    """What the codecs read of this spec (computed; the protocol layer never sees the spec)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -150,3 +152,9 @@ class SessionSpec:
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "cookies", MappingProxyType(dict(self.cookies)))
         object.__setattr__(self, "user_env", MappingProxyType(dict(self.user_env)))
+        object.__setattr__(self, "protocol_config", ProtocolConfig(
+            url=self.url, protocol=self.protocol, thread_header=self.thread_header,
+            headers=tuple(self.headers.items()), cookies=tuple(self.cookies.items()),
+            socketio_path=self.socketio_path, namespace=self.namespace, auth=self.auth,
+            chainlit_version=self.chainlit_version, client_type=self.client_type,
+            user_env=tuple(self.user_env.items()), chat_profile=self.chat_profile))

@@ -23,6 +23,7 @@ from supervisor.protocols.base import (
 )
 from supervisor.protocols.chainlit import ChainlitCodec
 from supervisor.protocols.chat import TurnResult, TurnTracker, user_message
+from supervisor.protocols.config import ProtocolConfig
 from supervisor.protocols.socketio import (
     ACK,
     CONNECT,
@@ -44,15 +45,17 @@ SESSION = "0b7c3f4e-2a8d-4c1e-9f6a-5d3b2c1a0e9f"
 MESSAGE_ID = "6f1c2b9e-8d4a-4f3b-a2c1-0e9d8c7b6a54"
 
 
-def socketio_spec(**kwargs: Any) -> SessionSpec:
+def socketio_spec(**kwargs: Any) -> ProtocolConfig:
+    """The protocol config of a validated Socket.IO ``SessionSpec``."""
     kwargs.setdefault("url", "http://chat.example:8000")
-    return SessionSpec(protocol="socketio", **kwargs)
+    return SessionSpec(protocol="socketio", **kwargs).protocol_config
 
 
-def chainlit_spec(**kwargs: Any) -> SessionSpec:
+def chainlit_spec(**kwargs: Any) -> ProtocolConfig:
+    """The protocol config of a validated Chainlit ``SessionSpec``."""
     kwargs.setdefault("url", "http://chat.example:8000")
     kwargs.setdefault("chainlit_version", "2")
-    return SessionSpec(protocol="chainlit", **kwargs)
+    return SessionSpec(protocol="chainlit", **kwargs).protocol_config
 
 
 def connected(codec: SocketIOCodec, reply: str = '40{"sid":"sio-1"}') -> list[Any]:
@@ -450,21 +453,21 @@ class TestChainlitHandshake:
         """"auto" asks the detector once, with the HTTP base URL, and uses its answer."""
         detector = FakeDetector("1")
         spec = chainlit_spec(url="wss://bot.example/app/", chainlit_version="auto")
-        codec = ChainlitCodec(spec, Identity("t", SESSION), detector)
+        codec = ChainlitCodec(spec, Identity("t", SESSION))
         assert detector.calls == []
-        shake = codec.handshake()
+        shake = codec.handshake(detector)
         assert detector.calls == ["https://bot.example/app"]
         assert codec.version == "1"
         assert ("X-Chainlit-Thread-Id", "t") in shake.headers
         assert codec.received(OPEN) == [Phase("open"), Outbound("40")]
-        codec.handshake()
+        codec.handshake(detector)
         assert len(detector.calls) == 1
 
     def test_detection_strips_an_endpoint_url(self) -> None:
         """A URL naming the endpoint itself is detected against the base in front of it."""
         detector = FakeDetector("2")
         spec = chainlit_spec(url="ws://h:8000/ws/socket.io", chainlit_version="auto")
-        ChainlitCodec(spec, Identity(None, SESSION), detector).handshake()
+        ChainlitCodec(spec, Identity(None, SESSION)).handshake(detector)
         assert detector.calls == ["http://h:8000"]
 
     @pytest.mark.parametrize("version", ["1", "2"])
@@ -472,33 +475,31 @@ class TestChainlitHandshake:
         """An explicit chainlit_version never calls the detector."""
         detector = FakeDetector()
         spec = chainlit_spec(chainlit_version=version)
-        codec = ChainlitCodec(spec, Identity(None, SESSION), detector)
-        codec.handshake()
+        codec = ChainlitCodec(spec, Identity(None, SESSION))
+        codec.handshake(detector)
         assert detector.calls == []
         assert codec.version == version
 
     def test_bad_detection_result(self) -> None:
         """A detector answer other than "1" or "2" fails the handshake."""
         spec = chainlit_spec(chainlit_version="auto")
-        codec = ChainlitCodec(spec, Identity(None, SESSION), FakeDetector("3"))
+        codec = ChainlitCodec(spec, Identity(None, SESSION))
         with pytest.raises(ValueError, match="detection"):
-            codec.handshake()
+            codec.handshake(FakeDetector("3"))
 
     def test_version_unknown_before_handshake(self) -> None:
         """With "auto" the version is unknown until handshake() has run."""
-        codec = ChainlitCodec(chainlit_spec(chainlit_version="auto"), Identity(None, SESSION),
-                              FakeDetector())
+        codec = ChainlitCodec(chainlit_spec(chainlit_version="auto"), Identity(None, SESSION))
         with pytest.raises(RuntimeError, match="handshake"):
             _ = codec.version
 
     def test_construction_errors(self) -> None:
-        """A session id is required, and "auto" requires a detector."""
+        """A session id is required, and "auto" requires a version lookup at handshake."""
         with pytest.raises(ValueError, match="session id"):
             ChainlitCodec(chainlit_spec(), Identity(None))
-        with pytest.raises(ValueError, match="detect_version"):
-            ChainlitCodec(chainlit_spec(chainlit_version="auto"), Identity(None, SESSION))
-        with pytest.raises(ValueError, match="control character"):
-            ChainlitCodec(chainlit_spec(), Identity("t\r\nX-Evil: 1", SESSION))
+        codec = ChainlitCodec(chainlit_spec(chainlit_version="auto"), Identity(None, SESSION))
+        with pytest.raises(ValueError, match="lookup_version"):
+            codec.handshake()
 
 
 class TestChainlitSession:
@@ -581,18 +582,19 @@ class TestMakeCodec:
     """make_codec dispatches on the spec's protocol."""
 
     def test_dispatch(self) -> None:
-        """Each protocol gets its codec; Chainlit needs a detector only for "auto"."""
-        assert isinstance(make_codec(SessionSpec(url="ws://h"), Identity(None)), WebSocketCodec)
+        """Each protocol gets its codec."""
+        plain = SessionSpec(url="ws://h").protocol_config
+        assert isinstance(make_codec(plain, Identity(None)), WebSocketCodec)
         assert type(make_codec(socketio_spec(), Identity(None))) is SocketIOCodec
         assert isinstance(make_codec(chainlit_spec(), Identity(None, SESSION)), ChainlitCodec)
         auto = chainlit_spec(chainlit_version="auto")
-        assert isinstance(make_codec(auto, Identity(None, SESSION), FakeDetector()),
-                          ChainlitCodec)
+        assert isinstance(make_codec(auto, Identity(None, SESSION)), ChainlitCodec)
 
     def test_auto_without_detector(self) -> None:
-        """"auto" without a detector is a clear error, not a hang."""
-        with pytest.raises(ValueError, match="detect_version"):
-            make_codec(chainlit_spec(chainlit_version="auto"), Identity(None, SESSION))
+        """"auto" without a version lookup at handshake is a clear error, not a hang."""
+        codec = make_codec(chainlit_spec(chainlit_version="auto"), Identity(None, SESSION))
+        with pytest.raises(ValueError, match="lookup_version"):
+            codec.handshake()
 
     def test_confirm_resume_is_passed_on(self) -> None:
         """confirm_resume=False reaches the Chainlit codec."""

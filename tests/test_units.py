@@ -269,13 +269,13 @@ class TestWebSocketCodec:
     def test_handshake_carries_identity_headers_and_cookies(self) -> None:
         """The thread header comes from the identity, cookies from the spec."""
         spec = SessionSpec(url="ws://h/ws", headers={"X-App": "1"}, cookies={"a": "b", "c": "d"})
-        handshake = make_codec(spec, Identity("t-7")).handshake()
+        handshake = make_codec(spec.protocol_config, Identity("t-7")).handshake()
         assert handshake.headers == (("X-App", "1"), ("X-Chainlit-Thread-Id", "t-7"))
         assert handshake.cookie_header() == "a=b; c=d"
 
     def test_frames_round_trip(self) -> None:
         """Open is ready at once; a frame is one message event; send encodes text as is."""
-        codec = make_codec(SessionSpec(url="ws://h/ws"), Identity(None))
+        codec = make_codec(SessionSpec(url="ws://h/ws").protocol_config, Identity(None))
         assert codec.opened() == [Ready()]
         assert codec.received("hi") == [Inbound("message", "hi")]
         assert codec.received(b"\x00") == [Inbound("message", b"\x00")]

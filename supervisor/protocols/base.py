@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+VersionLookup = Callable[[str], str]
+"""Given a server's HTTP base URL, the identity style it speaks (Chainlit: ``"1"`` or ``"2"``).
+
+The transport supplies it to ``Codec.handshake``: it owns the I/O, its deadline
+and its cache; the codec stays pure.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +112,12 @@ Action = Ready | Outbound | Inbound | Acked | Phase | Refused | Disconnected | M
 class Codec(Protocol):
     """Per-connection protocol state: pure functions of frames and identity."""
 
-    def handshake(self) -> Handshake:
+    def handshake(self, lookup_version: VersionLookup | None = None) -> Handshake:
         """The upgrade request for this connection.
 
-        Called once, in the connection's own thread before it connects, so an
-        injected lookup (Chainlit version detection) never blocks the actor.
+        Called once, in the connection's own thread before it connects, so the
+        transport's ``lookup_version`` (Chainlit version detection, I/O) never
+        blocks the actor. Codecs that need no version ignore it.
         """
         ...
 

@@ -44,16 +44,20 @@ Pass ``confirm_resume=False`` for those cases: ``Ready()`` then follows
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from supervisor.protocols.base import Action, Handshake, Identity, Inbound, Outbound, Ready
+from supervisor.protocols.base import (
+    Action,
+    Handshake,
+    Identity,
+    Inbound,
+    Outbound,
+    Ready,
+    VersionLookup,
+)
+from supervisor.protocols.config import DEFAULT_THREAD_HEADER, ProtocolConfig
 from supervisor.protocols.socketio import SocketIOCodec, http_base_url
-from supervisor.spec import DEFAULT_THREAD_HEADER, SessionSpec, check_value
-
-DetectVersion = Callable[[str], str]
-"""Takes the server's HTTP base URL, returns ``"2"`` or ``"1"`` (it may do I/O)."""
 
 DEFAULT_PATH = "ws/socket.io"
 CONFIRM_RESUME = True
@@ -81,9 +85,11 @@ def encode_uri_component(text: str) -> str:
 class ChainlitCodec(SocketIOCodec):
     """Codec for protocol ``"chainlit"`` (Chainlit 2.x auth payload or 1.x headers).
 
-    ``detect_version`` is called at most once, from ``handshake()``, and only
-    when ``spec.chainlit_version`` is ``"auto"``. ``spec.auth`` is not used:
-    Chainlit's auth payload is built from the identity.
+    ``handshake(lookup_version)`` asks the transport's lookup at most once, and
+    only when ``config.chainlit_version`` is ``"auto"``. ``config.auth`` is not
+    used: Chainlit's auth payload is built from the identity. Thread and
+    session ids were validated where they entered (``SessionSpec``,
+    ``Session.resume``); the codec trusts its identity.
 
     When ``Ready`` waits for a resume answer, the answer is delivered first as
     an ``Inbound`` event, then ``Ready(thread_found=..., thread_data=...)``.
@@ -91,22 +97,14 @@ class ChainlitCodec(SocketIOCodec):
 
     default_path = DEFAULT_PATH
 
-    def __init__(self, spec: SessionSpec, identity: Identity,
-                 detect_version: DetectVersion | None = None, *,
+    def __init__(self, config: ProtocolConfig, identity: Identity, *,
                  confirm_resume: bool = CONFIRM_RESUME) -> None:
-        super().__init__(spec, identity)
+        super().__init__(config, identity)
         if identity.protocol_session_id is None:
             msg = "Chainlit needs a session id: Identity(protocol_session_id=...)"
             raise ValueError(msg)
-        check_value(identity.protocol_session_id, "Chainlit session id")
-        if identity.thread_id is not None:
-            check_value(identity.thread_id, "thread id")
-        if spec.chainlit_version == "auto" and detect_version is None:
-            msg = "chainlit_version='auto' needs a detect_version callable"
-            raise ValueError(msg)
-        self._detect_version = detect_version
-        self._version: str | None = (None if spec.chainlit_version == "auto"
-                                     else spec.chainlit_version)
+        self._version: str | None = (None if config.chainlit_version == "auto"
+                                     else config.chainlit_version)
         self._confirm_resume = confirm_resume
         self._awaiting_resume = False
 
@@ -118,42 +116,44 @@ class ChainlitCodec(SocketIOCodec):
             raise RuntimeError(msg)
         return self._version
 
-    def handshake(self) -> Handshake:
+    def handshake(self, lookup_version: VersionLookup | None = None) -> Handshake:
         if self._version is None:
-            assert self._detect_version is not None  # checked in __init__
-            path = self._spec.socketio_path or self.default_path
-            detected = self._detect_version(http_base_url(self._spec.url, path))
+            if lookup_version is None:
+                msg = "chainlit_version='auto' needs a lookup_version callable"
+                raise ValueError(msg)
+            path = self._config.socketio_path or self.default_path
+            detected = lookup_version(http_base_url(self._config.url, path))
             if detected not in ("1", "2"):
                 msg = f"Chainlit version detection returned {detected!r}, not '1' or '2'"
                 raise ValueError(msg)
             self._version = detected
-        return super().handshake()
+        return super().handshake(lookup_version)
 
     def _handshake_headers(self) -> list[tuple[str, str]]:
-        reserved = {self._spec.thread_header, HEADER_THREAD_ID}
+        reserved = {self._config.thread_header, HEADER_THREAD_ID}
         if self.version == "2":
             return self._user_headers(reserved)
         headers = self._user_headers(reserved | _IDENTITY_HEADERS)
         session_id = self._identity.protocol_session_id
         assert session_id is not None  # checked in __init__
-        headers += [(HEADER_CLIENT_TYPE, self._spec.client_type),
+        headers += [(HEADER_CLIENT_TYPE, self._config.client_type),
                     (HEADER_SESSION_ID, session_id)]
         if self._identity.thread_id is not None:
             headers.append((HEADER_THREAD_ID, self._identity.thread_id))
         headers.append((HEADER_USER_ENV, self._user_env()))
-        if self._spec.chat_profile:
-            headers.append((HEADER_CHAT_PROFILE, encode_uri_component(self._spec.chat_profile)))
+        if self._config.chat_profile:
+            headers.append((HEADER_CHAT_PROFILE, encode_uri_component(self._config.chat_profile)))
         return headers
 
     def _user_env(self) -> str:
-        return json.dumps(dict(self._spec.user_env), separators=(",", ":"))
+        return json.dumps(dict(self._config.user_env), separators=(",", ":"))
 
     def _connect_auth(self) -> Any:
         if self.version == "1":
             return None
-        profile = self._spec.chat_profile
+        profile = self._config.chat_profile
         return {
-            "clientType": self._spec.client_type,
+            "clientType": self._config.client_type,
             "sessionId": self._identity.protocol_session_id,
             "threadId": self._identity.thread_id or "",
             "userEnv": self._user_env(),

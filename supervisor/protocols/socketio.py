@@ -42,8 +42,9 @@ from supervisor.protocols.base import (
     Phase,
     Ready,
     Refused,
+    VersionLookup,
 )
-from supervisor.spec import SessionSpec
+from supervisor.protocols.config import ProtocolConfig
 
 # Engine.IO v4 packet types (the frame's first character).
 EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_UPGRADE, EIO_NOOP = "0123456"
@@ -197,10 +198,10 @@ class SocketIOCodec:
 
     default_path = DEFAULT_PATH
 
-    def __init__(self, spec: SessionSpec, identity: Identity) -> None:
-        self._spec = spec
+    def __init__(self, config: ProtocolConfig, identity: Identity) -> None:
+        self._config = config
         self._identity = identity
-        self._namespace = normalize_namespace(spec.namespace)
+        self._namespace = normalize_namespace(config.namespace)
         self._stage = "open"  # "open" -> "connect" -> "connected"
         self.engineio_sid: str | None = None
         """Engine.IO session id from the open packet."""
@@ -229,28 +230,28 @@ class SocketIOCodec:
 
     # --- handshake -------------------------------------------------------------------
 
-    def handshake(self) -> Handshake:
-        path = self._spec.socketio_path or self.default_path
-        return Handshake(url=websocket_url(self._spec.url, path),
+    def handshake(self, lookup_version: VersionLookup | None = None) -> Handshake:
+        path = self._config.socketio_path or self.default_path
+        return Handshake(url=websocket_url(self._config.url, path),
                          headers=tuple(self._handshake_headers()),
-                         cookies=tuple(self._spec.cookies.items()))
+                         cookies=self._config.cookies)
 
     def _handshake_headers(self) -> list[tuple[str, str]]:
-        """spec.headers without any stale thread header, plus the identity's thread header."""
-        headers = self._user_headers({self._spec.thread_header})
+        """The user's headers without any stale thread header, plus the identity's thread header."""
+        headers = self._user_headers({self._config.thread_header})
         if self._identity.thread_id is not None:
-            headers.append((self._spec.thread_header, self._identity.thread_id))
+            headers.append((self._config.thread_header, self._identity.thread_id))
         return headers
 
     def _user_headers(self, reserved: set[str]) -> list[tuple[str, str]]:
-        """spec.headers minus the names the identity owns (compared case-insensitively)."""
+        """The user's headers minus the names the identity owns (compared case-insensitively)."""
         lowered = {name.lower() for name in reserved}
-        return [(name, value) for name, value in self._spec.headers.items()
+        return [(name, value) for name, value in self._config.headers
                 if name.lower() not in lowered]
 
     def _connect_auth(self) -> Any:
         """The namespace CONNECT ``auth`` payload, or None for none."""
-        return dict(self._spec.auth) if self._spec.auth is not None else None
+        return dict(self._config.auth) if self._config.auth is not None else None
 
     # --- inbound ----------------------------------------------------------------------
 

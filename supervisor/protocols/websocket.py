@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.protocols.base import Action, Handshake, Identity, Inbound, Ready
-from supervisor.spec import SessionSpec
+from supervisor.protocols.base import Action, Handshake, Identity, Inbound, Ready, VersionLookup
+from supervisor.protocols.config import ProtocolConfig
 
 
 class WebSocketCodec:
     """Codec for protocol ``"websocket"``: every frame is one ``message`` event."""
 
-    def __init__(self, spec: SessionSpec, identity: Identity) -> None:
-        self._spec = spec
+    def __init__(self, config: ProtocolConfig, identity: Identity) -> None:
+        self._config = config
         self._identity = identity
 
-    def handshake(self) -> Handshake:
-        thread_header = self._spec.thread_header.lower()
+    def handshake(self, lookup_version: VersionLookup | None = None) -> Handshake:
+        thread_header = self._config.thread_header.lower()
         # A user header of the same name must not smuggle in another thread id.
-        headers = [(name, value) for name, value in self._spec.headers.items()
+        headers = [(name, value) for name, value in self._config.headers
                    if name.lower() != thread_header]
         if self._identity.thread_id is not None:
-            headers.append((self._spec.thread_header, self._identity.thread_id))
-        return Handshake(url=self._spec.url, headers=tuple(headers),
-                         cookies=tuple(self._spec.cookies.items()))
+            headers.append((self._config.thread_header, self._identity.thread_id))
+        return Handshake(url=self._config.url, headers=tuple(headers),
+                         cookies=self._config.cookies)
 
     def opened(self) -> list[Action]:
         return [Ready()]
