@@ -12,7 +12,7 @@ from collections import deque
 
 from supervisor._futures import reject, resolve
 from supervisor._transport import Connection
-from supervisor.errors import ConnectionLost, OutboxFull
+from supervisor.errors import ConnectionLost, MalformedAck, OutboxFull
 from supervisor.messages import Chat, Send
 from supervisor.protocols import Codec
 from supervisor.protocols.chat import TurnTracker, user_message
@@ -51,18 +51,19 @@ class Outbox:
         try:
             if isinstance(command, Chat):
                 message = user_message(command.text, thread_id, message_id, time.time())
-                frame = codec.encode(CHAT_EVENT, message)
+                frames = codec.encode(CHAT_EVENT, message)
             else:
                 if command.want_ack:
                     ack_id = self._next_ack_id
                     self._next_ack_id += 1
-                frame = codec.encode(command.event, command.data, ack_id)
+                frames = codec.encode(command.event, command.data, ack_id)
         except (TypeError, ValueError) as exc:
             reject(command.reply, exc)
             return True
         sent_at = time.monotonic()
         try:
-            conn.send(frame)
+            for frame in frames:  # a binary emit is several frames
+                conn.send(frame)
         except ConnectionLost:
             return False  # the reader reports the loss; the command waits for the next connection
         if isinstance(command, Chat):
@@ -78,9 +79,12 @@ class Outbox:
         while self.queued and self.write(self.queued[0], conn, codec, thread_id):
             self.queued.popleft()
 
-    def acked(self, ack_id: int, data: object) -> None:
+    def acked(self, ack_id: int, data: object, error: str | None = None) -> None:
         if (command := self._awaiting_ack.pop(ack_id, None)) is not None:
-            resolve(command.reply, data)
+            if error is not None:
+                reject(command.reply, MalformedAck(error))
+            else:
+                resolve(command.reply, data)
 
     def observe(self, name: str, data: object) -> None:
         """Feed an inbound event to every open chat turn (each keeps only its own steps)."""

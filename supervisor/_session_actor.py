@@ -418,8 +418,8 @@ class SessionActor(pykka.ThreadingActor):
                     self._outbox.observe(name, data)
                     if ack_id is not None:
                         self._answer(event, ack_id)
-                case Acked(ack_id, data):
-                    self._outbox.acked(ack_id, data)
+                case Acked(ack_id, data, ack_error):
+                    self._outbox.acked(ack_id, data, ack_error)
                 case Outbound(frame) if self._conn is not None:
                     try:
                         self._conn.send(frame)
@@ -459,7 +459,8 @@ class SessionActor(pykka.ThreadingActor):
         assert self._codec is not None
         assert self._conn is not None
         try:
-            self._conn.send(self._codec.encode_ack(ack_id, answer))
+            for frame in self._codec.encode_ack(ack_id, answer):
+                self._conn.send(frame)
         except ConnectionLost:
             return  # the reader reports the loss
 

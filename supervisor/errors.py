@@ -68,3 +68,12 @@ class ProtocolRefused(SupervisorError):
 
 class SessionCrashed(SessionFailed):
     """The supervisor gave up on a session whose actor kept crashing."""
+
+
+class MalformedAck(SupervisorError):
+    """The server's acknowledgement of a ``call()`` arrived malformed (e.g. a broken
+    binary attachment sequence); ``reason`` says how. The frame was counted as malformed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -46,7 +46,7 @@ class TestPublicSurface:
         """An accidental export or a lost name fails here."""
         assert sorted(supervisor.__all__) == sorted([
             "ConnectionLost", "Event", "HandshakeError", "HandshakeRefused", "Lifecycle",
-            "LifecycleKind", "OutboxFull",
+            "LifecycleKind", "MalformedAck", "OutboxFull",
             "ProtocolRefused", "RestartPolicy", "RestartType", "ResumeResult", "Session",
             "SessionClosed", "SessionCrashed", "SessionFailed", "SessionSpec", "SessionState",
             "SessionStatus", "Supervisor", "SupervisorError",
@@ -57,7 +57,7 @@ class TestPublicSurface:
         errors = [getattr(supervisor, name) for name in supervisor.__all__
                   if isinstance(getattr(supervisor, name), type)
                   and issubclass(getattr(supervisor, name), Exception)]
-        assert len(errors) == 9
+        assert len(errors) == 10
         assert all(issubclass(error, supervisor.SupervisorError) for error in errors)
         assert not issubclass(supervisor.SessionClosed, supervisor.ConnectionLost)
 
@@ -279,7 +279,7 @@ class TestWebSocketCodec:
         assert codec.opened() == [Ready()]
         assert codec.received("hi") == [Inbound("message", "hi")]
         assert codec.received(b"\x00") == [Inbound("message", b"\x00")]
-        assert codec.encode(None, "hi") == "hi"
+        assert codec.encode(None, "hi") == ["hi"]
         with pytest.raises(TypeError, match="emit"):
             codec.encode("event", "hi")
 
