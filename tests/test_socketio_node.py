@@ -24,6 +24,7 @@ from supervisor import (
     SessionStatus,
     Supervisor,
 )
+from supervisor.protocols import Identity
 
 TIMEOUT = 10.0
 GOOD = {"token": "good"}
@@ -108,6 +109,72 @@ def fast_pings() -> Iterator[NodeSocketIOServer]:
     require_node_server()
     with NodeSocketIOServer(ping_interval_ms=100, ping_timeout_ms=200) as server:
         yield server
+
+
+class TestBinary:
+    """Binary events and acks, both ways (socket.io-parser's attachments)."""
+
+    def test_binary_ack_resolves_call(self, node: NodeSocketIOServer,
+                                      supervisor: Supervisor) -> None:
+        """An ack carrying a Buffer resolves call() with bytes (it used to never settle)."""
+        session = supervisor.open(sio_spec(node))
+        assert session.call("bin_ack", 300).get(timeout=TIMEOUT) == [
+            bytes(i % 256 for i in range(300)), "done"]
+
+    def test_binary_event_from_the_server(self, node: NodeSocketIOServer,
+                                          supervisor: Supervisor) -> None:
+        """Buffers nested in objects and arrays arrive as bytes where they were."""
+        log = EventLog()
+        session = supervisor.open(sio_spec(node, on_event=log))
+        session.emit("blob").get(timeout=TIMEOUT)
+        events = log.wait_for(lambda evs: any(e.name == "blob" for e in evs), TIMEOUT)
+        [blob] = [e.data for e in events if e.name == "blob"]
+        assert blob == {"name": "two buffers", "first": b"\x00\x01\x02\xff",
+                        "nested": [b"hello", {"deeper": b""}, "text"]}
+        assert session.state().malformed_frames == 0
+
+    def test_binary_emit_and_call(self, node: NodeSocketIOServer,
+                                  supervisor: Supervisor) -> None:
+        """emit/call with bytes: the server gets Buffers (it echoes them back as binary)."""
+        log = EventLog()
+        session = supervisor.open(sio_spec(node, on_event=log))
+        payload = {"raw": bytes(range(256)), "parts": [b"a", b"", "t"]}
+        assert session.call("echo", payload).get(timeout=TIMEOUT) == payload
+        session.emit("echo", b"\xde\xad").get(timeout=TIMEOUT)
+        events = log.wait_for(lambda evs: any(e.name == "echo" for e in evs), TIMEOUT)
+        assert [e.data for e in events if e.name == "echo"] == [b"\xde\xad"]
+
+    def test_binary_answer_to_a_server_ask(self, node: NodeSocketIOServer,
+                                           supervisor: Supervisor) -> None:
+        """on_ask returning bytes answers with a binary ack; the server sees a Buffer."""
+        log = EventLog()
+        session = supervisor.open(sio_spec(node, on_event=log, on_ask=lambda e: b"\x01\x02"))
+        session.emit("ask", "bytes please").get(timeout=TIMEOUT)
+        answered = log.wait_for(lambda evs: any(e.name == "answered" for e in evs), TIMEOUT)
+        assert [e.data for e in answered if e.name == "answered"] == [
+            {"type": "bytes", "hex": "0102"}]
+
+
+class TestAuthFromIdentity:
+    """SessionSpec.auth as a callable: each handshake's auth carries that connection's thread."""
+
+    def test_resume_changes_the_auth_the_server_reads(self, node: NodeSocketIOServer,
+                                                     supervisor: Supervisor) -> None:
+        """Three resumes: the server logs each thread in the connect auth, in order."""
+        tag = uuid.uuid4().hex
+
+        def auth(identity: Identity) -> dict[str, Any]:
+            return {**GOOD, "thread": identity.thread_id, "sid": identity.protocol_session_id}
+
+        session = supervisor.open(sio_spec(node, auth=auth, thread_id="a",
+                                           headers={"X-Test-Session": tag}))
+        assert session.call("echo", 0).get(timeout=TIMEOUT) == 0
+        for thread_id in ("b", "c", "a"):
+            session.resume(thread_id).get(timeout=TIMEOUT)
+        assert session.call("echo", 1).get(timeout=TIMEOUT) == 1
+        connections = node.wait_count("connection", 4, TIMEOUT, session=tag)
+        assert [c["auth"]["thread"] for c in connections] == ["a", "b", "c", "a"]
+        assert len({c["auth"]["sid"] for c in connections}) == 4  # rotated per Resume
 
 
 class TestHeartbeat:
