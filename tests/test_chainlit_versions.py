@@ -110,7 +110,8 @@ class TestThreads:
             assert creator.resume(thread_id).get(timeout=TIMEOUT).found is False
             creator.chat(f"first {number}").get(timeout=TIMEOUT)
             app.wait_persisted(thread_id, lambda steps, n=number: ("user_message",
-                                                                   f"first {n}") in steps)
+                                                                   f"first {n}") in steps,
+                               owner="alice")
         creator.close().get(timeout=TIMEOUT)
         log = EventLog()
         session = supervisor.open(spec(app, cookies, on_event=log))

@@ -177,8 +177,9 @@ class TestAuthFromIdentity:
         assert len({c["auth"]["sid"] for c in connections}) == 4  # rotated per Resume
 
 
+@pytest.mark.concurrency
 class TestHeartbeat:
-    """Engine.IO pings are answered whether the session is idle or busy."""
+    """Engine.IO pings are answered whether the session is idle or busy (both runtimes)."""
 
     def test_idle_session_survives_many_pings(self, fast_pings: NodeSocketIOServer,
                                               supervisor: Supervisor) -> None:

@@ -44,16 +44,18 @@ async def auth(username: str, password: str) -> cl.User | None:
     return cl.User(identifier=username, metadata=dict(entry[1]))
 
 
-class SQLiteDataLayer(SQLAlchemyDataLayer):
-    """Chainlit's SQLAlchemy layer, with thread metadata decoded on read.
+# On SQLite (no JSONB) Chainlit's SQLAlchemy layer returns a thread's ``metadata`` as
+# the JSON string it stored; 1.x and 2.0.x then call ``metadata.copy()`` when resuming.
+# Later versions parse it themselves (2.12 is left exactly as it ships).
+DECODE_METADATA = cl.__version__.startswith(("1.", "2.0."))
 
-    On SQLite (no JSONB) 1.x and early 2.x return a thread's ``metadata`` as the
-    JSON string they stored, and their resume path calls ``metadata.copy()``.
-    """
+
+class SQLiteDataLayer(SQLAlchemyDataLayer):
+    """Chainlit's SQLAlchemy layer, with thread metadata decoded on read where needed."""
 
     async def get_thread(self, thread_id: str) -> Any:
         thread = await super().get_thread(thread_id)
-        if thread is not None and isinstance(thread.get("metadata"), str):
+        if DECODE_METADATA and thread is not None and isinstance(thread.get("metadata"), str):
             thread["metadata"] = json.loads(thread["metadata"] or "{}")
         return thread
 
