@@ -142,7 +142,7 @@ class TestCodecsNeverRaise:
 class TestTurnTrackerNeverRaises:
     """The chat turn tracker reads server steps: hostile step records are ignored, not fatal."""
 
-    @FUZZ
+    @settings(FUZZ, max_examples=120)
     @given(message_id=st.sampled_from([None, "m-1"]),
            events=st.lists(st.tuples(event_names, steps | json_values), max_size=15))
     def test_any_event_sequence(self, message_id: str | None,
