@@ -1,11 +1,18 @@
 """Supervised WebSocket, Socket.IO and Chainlit sessions, with race-free thread Resume.
 
-Layers, top to bottom; each imports only from the layers below it:
+Layers, top to bottom; each imports only from the layers below it (and its
+own), as ``tests/test_layers.py`` checks:
 
-    cli, loadtest          command line, load tests, reports
-    supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets, admission
-    session.py             Session handle + _session_actor: state machine, generation, outbox
-    _transport.py          websocket-client connect + reader thread, cookie isolation
+    cli, loadtest, target  command line, load tests, reports, the embedded server
+    supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets;
+                           session.py, the Session handle
+    _session_actor.py      thin driver: feeds the machine, carries out its effects;
+                           _record (what outlives an actor), _callbacks
+    _transport.py          websocket-client connect, reader, writes; cookie isolation;
+                           _http, _admission, _timer, _futures, _logging, policy
+    _machine.py            pure session machine: state, attempts, outbox, deadlines;
+                           _machine_io (inputs, effects), _outgoing; no I/O, clock or ids
+    errors, messages, spec pure records (and _supervision, the supervisor's messages)
     protocols/             pure framing and identity: websocket | socketio | chainlit;
                            reads a ProtocolConfig, imports nothing above itself
 
@@ -16,15 +23,20 @@ from __future__ import annotations
 
 from supervisor.errors import (
     ConnectionLost,
+    DeadlineExceeded,
     HandshakeError,
     HandshakeRefused,
     MalformedAck,
     OutboxFull,
     ProtocolRefused,
+    ReplyTimeout,
+    ResumeTimeout,
+    SendTimeout,
     SessionClosed,
     SessionCrashed,
     SessionFailed,
     SupervisorError,
+    SupervisorStopped,
 )
 from supervisor.messages import (
     Event,
@@ -43,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConnectionLost",
+    "DeadlineExceeded",
     "Event",
     "HandshakeError",
     "HandshakeRefused",
@@ -51,9 +64,12 @@ __all__ = [
     "MalformedAck",
     "OutboxFull",
     "ProtocolRefused",
+    "ReplyTimeout",
     "RestartPolicy",
     "RestartType",
     "ResumeResult",
+    "ResumeTimeout",
+    "SendTimeout",
     "Session",
     "SessionClosed",
     "SessionCrashed",
@@ -63,4 +79,5 @@ __all__ = [
     "SessionStatus",
     "Supervisor",
     "SupervisorError",
+    "SupervisorStopped",
 ]

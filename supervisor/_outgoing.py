@@ -1,115 +1,141 @@
-"""What a session sends: the reconnect outbox, emits awaiting acks, chat turns (internal).
+"""What a session owes for its sends: the reconnect outbox, writes, acks, chat turns (internal).
 
-Owned by one session actor and touched only from its handler. Kept apart from
-the state machine so each stays readable.
+Pure bookkeeping for the session machine: every ``Send``/``Chat`` lives in one
+``Pending`` record from the moment the machine accepts it until its future is
+settled, whichever way (written, acknowledged, turn ended, failed, timed out).
+It never settles a future itself; it hands back what to settle.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from supervisor._futures import reject, resolve
-from supervisor._transport import Connection
-from supervisor.errors import ConnectionLost, MalformedAck, OutboxFull
 from supervisor.messages import Chat, Send
-from supervisor.protocols import Codec
-from supervisor.protocols.chat import TurnTracker, user_message
+from supervisor.protocols.chat import TurnTracker
 
 Outgoing = Send | Chat
 
 CHAT_EVENT = "client_message"
 
 
+@dataclass(slots=True)
+class Pending:
+    """Internal: one send or chat the session still owes an answer for."""
+
+    seq: int
+    """The write token: unique per session, in the order accepted."""
+    command: Outgoing
+    deadline: float
+    written: bool = False
+    """The transport reported the frame fully written."""
+    ack_id: int | None = None
+    """Socket.IO ack number awaited (``call()``)."""
+    turn: TurnTracker | None = field(default=None, repr=False)
+    """The reply turn followed (``chat()``)."""
+
+    @property
+    def answered_on_write(self) -> bool:
+        """A plain send: its future resolves once the frame is written."""
+        command = self.command
+        return isinstance(command, Send) and not command.want_ack
+
+
 class Outbox:
-    """Internal: ordered, bounded sends plus the replies still owed for written ones."""
+    """Internal: queued sends (bounded, ordered) and the ones written on the live connection."""
 
     def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self.queued: deque[Outgoing] = deque()
+        self.limit = limit
+        self.queued: deque[Pending] = deque()
         """Waiting for a connection, in the order given."""
-        self._awaiting_ack: dict[int, Send] = {}
-        self._turns: deque[tuple[TurnTracker, Chat]] = deque()
-        self._next_ack_id = 0
+        self.inflight: dict[int, Pending] = {}
+        """Handed to the live connection, by ``seq``: not yet written, or awaiting a reply."""
+        self._by_ack: dict[int, int] = {}
+        self._turns: list[Pending] = []
 
     def __len__(self) -> int:
         return len(self.queued)
 
-    def enqueue(self, command: Outgoing) -> None:
-        """Keep ``command`` for the next connection, or fail it past the bound."""
-        if len(self.queued) >= self._limit:
-            reject(command.reply, OutboxFull(self._limit))
-        else:
-            self.queued.append(command)
+    def __iter__(self) -> Iterator[Pending]:
+        """Every pending send, queued ones first."""
+        yield from self.queued
+        yield from self.inflight.values()
 
-    def write(self, command: Outgoing, conn: Connection, codec: Codec,
-              thread_id: str | None) -> bool:
-        """Write one command now; False if the socket failed (it is then still owed)."""
-        ack_id = None
-        message_id = str(uuid.uuid4())
-        try:
-            if isinstance(command, Chat):
-                message = user_message(command.text, thread_id, message_id, time.time())
-                frames = codec.encode(CHAT_EVENT, message)
-            else:
-                if command.want_ack:
-                    ack_id = self._next_ack_id
-                    self._next_ack_id += 1
-                frames = codec.encode(command.event, command.data, ack_id)
-        except (TypeError, ValueError) as exc:
-            reject(command.reply, exc)
-            return True
-        sent_at = time.monotonic()
-        try:
-            for frame in frames:  # a binary emit is several frames
-                conn.send(frame)
-        except ConnectionLost:
-            return False  # the reader reports the loss; the command waits for the next connection
-        if isinstance(command, Chat):
-            self._turns.append((TurnTracker(sent_at, message_id), command))
-        elif ack_id is not None:
-            self._awaiting_ack[ack_id] = command
-        else:
-            resolve(command.reply, None)
-        return True
+    def has_room(self) -> bool:
+        return len(self.queued) < self.limit
 
-    def flush(self, conn: Connection, codec: Codec, thread_id: str | None) -> None:
-        """Write queued commands in order, stopping at the first socket failure."""
-        while self.queued and self.write(self.queued[0], conn, codec, thread_id):
-            self.queued.popleft()
+    def sent(self, pending: Pending) -> None:
+        """``pending`` was handed to the live connection."""
+        self.inflight[pending.seq] = pending
+        if pending.ack_id is not None:
+            self._by_ack[pending.ack_id] = pending.seq
+        if pending.turn is not None:
+            self._turns.append(pending)
 
-    def acked(self, ack_id: int, data: object, error: str | None = None) -> None:
-        if (command := self._awaiting_ack.pop(ack_id, None)) is not None:
-            if error is not None:
-                reject(command.reply, MalformedAck(error))
-            else:
-                resolve(command.reply, data)
+    def written(self, seq: int) -> Pending | None:
+        """The frame of ``seq`` is written; returns it if nothing more is owed before answering.
 
-    def observe(self, name: str, data: object) -> None:
-        """Feed an inbound event to every open chat turn (each keeps only its own steps)."""
-        if not self._turns:
-            return
-        now = time.monotonic()
-        open_turns: deque[tuple[TurnTracker, Chat]] = deque()
-        for tracker, command in self._turns:
-            if tracker.feed(name, data, now):
-                resolve(command.reply, tracker.result())
-            else:
-                open_turns.append((tracker, command))
-        self._turns = open_turns
+        A frame re-queued when its connection went (before this report came)
+        leaves the queue: it is written, not to be sent again.
+        """
+        pending = self.inflight.get(seq)
+        if pending is None:
+            for queued in self.queued:
+                if queued.seq == seq:
+                    self.queued.remove(queued)
+                    queued.written = True
+                    return queued
+            return None
+        pending.written = True
+        if pending.answered_on_write:
+            del self.inflight[seq]
+            return pending
+        return None
 
-    def connection_gone(self, error: Exception) -> None:
-        """Fail what was written but not answered: it is not re-sent (it may have been handled)."""
-        for command in self._awaiting_ack.values():
-            reject(command.reply, error)
-        for _, turn in self._turns:
-            reject(turn.reply, error)
-        self._awaiting_ack.clear()
+    def acked(self, ack_id: int) -> Pending | None:
+        seq = self._by_ack.pop(ack_id, None)
+        return None if seq is None else self.inflight.pop(seq, None)
+
+    def turns(self) -> list[Pending]:
+        return self._turns
+
+    def turn_over(self, pending: Pending) -> None:
+        self._turns.remove(pending)
+        self.inflight.pop(pending.seq, None)
+
+    def connection_gone(self) -> list[Pending]:
+        """The live connection is gone: re-queue what it never wrote (in order, first).
+
+        Returns what it wrote but that still waits for a reply: the server may
+        or may not have handled it, so the caller fails it; it is never re-sent.
+        """
+        unwritten = sorted((p for p in self.inflight.values() if not p.written),
+                           key=lambda p: p.seq)
+        answered_later = [p for p in self.inflight.values() if p.written]
+        for pending in reversed(unwritten):
+            pending.ack_id, pending.turn = None, None  # a new ack id, a new turn when re-sent
+            self.queued.appendleft(pending)
+        self.inflight.clear()
+        self._by_ack.clear()
         self._turns.clear()
+        return answered_later
 
-    def take_queued(self) -> list[Outgoing]:
-        """Remove and return every queued command (to hand over or to fail)."""
-        queued = list(self.queued)
+    def remove(self, pending: Pending) -> None:
+        """Forget ``pending`` wherever it is (its deadline passed)."""
+        if self.inflight.pop(pending.seq, None) is None:
+            self.queued.remove(pending)
+            return
+        if pending.ack_id is not None:
+            self._by_ack.pop(pending.ack_id, None)
+        if pending.turn is not None:
+            self._turns.remove(pending)
+
+    def take_all(self) -> list[Pending]:
+        """Remove and return every pending send (to fail or to hand over)."""
+        everything = list(self)
         self.queued.clear()
-        return queued
+        self.inflight.clear()
+        self._by_ack.clear()
+        self._turns.clear()
+        return everything

@@ -1,30 +1,35 @@
 """What outlives one session actor (internal).
 
 A session's actor can crash and be replaced; its record cannot. It holds the
-spec, the latest accepted thread id (so a restart resumes it, I5), counters,
-the published state snapshot, and the commands parked while no actor is there
-to take them (so a crash loses no command, I6).
+spec, the published state snapshot (from which a successor's machine resumes:
+the latest accepted thread id, I5, and the counters), and the commands parked
+while no actor is there to take them (so a crash loses no command, I6).
 
-Writers: the live actor writes the identity, counters and snapshot, only from
-its message handler; ``lock`` guards the hand-over between actors.
+Writers: the live actor publishes the snapshot; ``lock`` guards the hand-over
+between actors and the ending. ``retire`` is the one way a record ends.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from supervisor._futures import reject, resolve
-from supervisor.messages import Chat, Close, Resume, Send, SessionState, SessionStatus
+from supervisor._machine_io import Command
+from supervisor.messages import Close, SessionState, SessionStatus
 from supervisor.spec import SessionSpec
 
 if TYPE_CHECKING:
     from supervisor.errors import SupervisorError
 
-Command = Resume | Send | Chat | Close
+
+def _release_nobody(reason: str | None) -> None:
+    """Until a supervisor adopts the record, nobody holds it."""
 
 
 class SessionRecord:
@@ -38,12 +43,8 @@ class SessionRecord:
         self.parked: deque[Command] = deque()
         self.terminal: SupervisorError | None = None
         """Set once the session is closed or failed: later commands fail with it."""
-        self.thread_id = spec.thread_id
-        self.generation = 0
-        self.restarts = 0
-        self.handshakes = 0
-        self.stale_frames_dropped = 0
-        self.malformed_frames = 0
+        self.release: Callable[[str | None], None] = _release_nobody
+        """Tells the supervisor the session ended (None: closed by us; else why it failed)."""
         self.snapshot = SessionState(
             session_id=spec.session_id, thread_id=spec.thread_id, connected_thread_id=None,
             generation=0, status=SessionStatus.CONNECTING, restarts=0)
@@ -51,17 +52,21 @@ class SessionRecord:
     def deliver(self, command: Command) -> None:
         """Hand ``command`` to the live actor, or park it for the next one."""
         with self.lock:
-            if self.terminal is not None:
-                fail_command(command, self.terminal)
+            if self.terminal is None:
+                if self.ref is not None:
+                    try:
+                        self.ref.tell(command)
+                    except pykka.ActorDeadError:
+                        pass  # crashed just now: its successor takes the parked command
+                    else:
+                        return
+                self.parked.append(command)
                 return
-            if self.ref is not None:
-                try:
-                    self.ref.tell(command)
-                except pykka.ActorDeadError:
-                    pass  # crashed just now: its successor takes the parked command
-                else:
-                    return
-            self.parked.append(command)
+            terminal = self.terminal
+        if isinstance(command, Close):
+            # Closing a session that failed: the supervisor forgets it (no leak).
+            self.release(None)
+        fail_command(command, terminal)
 
     def adopt(self, ref: pykka.ActorRef[Any]) -> None:
         """``ref`` is this session's actor from now on (unless the session has ended)."""
@@ -78,14 +83,27 @@ class SessionRecord:
                 self.ref = ref
             return commands
 
-    def end(self, error: SupervisorError) -> list[Command]:
-        """Mark the session terminal; return the parked commands for the caller to fail."""
+    def retire(self, error: SupervisorError, reason: str | None,
+               status: SessionStatus | None = None) -> bool:
+        """End the session: fail what is parked, release it from the supervisor.
+
+        Every ending comes here, once (False if it had ended already). ``status``
+        updates the snapshot when no machine published the ending (no actor).
+        """
         with self.lock:
+            if self.terminal is not None:
+                return False
             self.terminal = error
             self.ref = None
             commands = list(self.parked)
             self.parked.clear()
-            return commands
+        if status is not None:
+            self.snapshot = replace(self.snapshot, status=status, connected_thread_id=None,
+                                    reason=reason)
+        for command in commands:
+            fail_command(command, error)
+        self.release(reason)
+        return True
 
 
 def fail_command(command: Command, error: SupervisorError) -> None:

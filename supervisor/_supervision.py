@@ -8,17 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from supervisor._record import SessionRecord
-
 # --- session -> supervisor ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Adopt:
-    """Internal: start supervising ``record`` (from ``Supervisor.open``)."""
-
-    record: SessionRecord
-
 
 @dataclass(frozen=True, slots=True)
 class ConnectionDown:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -16,16 +16,23 @@ import pykka
 from supervisor import _supervision as sup
 from supervisor._admission import Admission
 from supervisor._logging import get_logger
-from supervisor._record import SessionRecord, fail_command
+from supervisor._record import SessionRecord
 from supervisor._session_actor import SessionActor
 from supervisor._timer import Scheduler
-from supervisor.errors import SessionClosed, SessionCrashed
+from supervisor.errors import SessionCrashed, SupervisorStopped
 from supervisor.messages import SessionStatus
 from supervisor.policy import RestartBudget, RestartPolicy
 
 _log = get_logger("supervisor.supervisor")
 
 FailureCallback = Callable[[str, str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Internal: start supervising ``record`` (from ``Supervisor.open``)."""
+
+    record: SessionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case sup.Adopt(record):
+            case Adopt(record):
                 self._adopt(record)
             case sup.ConnectionDown():
                 self._on_connection_down(message)
@@ -77,8 +84,7 @@ class SupervisorActor(pykka.ThreadingActor):
             case StartSuccessor(session_id):
                 child = self._children.get(session_id)
                 if child is not None and not self._stopping:
-                    child.record.restarts += 1
-                    self._start_actor(child.record)
+                    self._start_actor(child.record, "restart")
             case sup.RestartPreempted(session_id, loss):
                 child = self._children.get(session_id)
                 if child is not None and child.spent_for_loss == loss:
@@ -94,15 +100,22 @@ class SupervisorActor(pykka.ThreadingActor):
         return None
 
     def _adopt(self, record: SessionRecord) -> None:
-        if self._stopping:
-            for command in record.end(SessionClosed("the supervisor is stopping")):
-                fail_command(command, SessionClosed("the supervisor is stopping"))
+        if self._stopping:  # Supervisor.open() refuses first; this is the backstop
+            record.retire(SupervisorStopped("the supervisor stopped"), None, SessionStatus.CLOSED)
             return
-        self._children[record.spec.session_id] = _Child(record, RestartBudget(self._policy))
-        self._start_actor(record)
+        session_id = record.spec.session_id
+        self._children[session_id] = _Child(record, RestartBudget(self._policy))
+        ref = self.actor_ref
 
-    def _start_actor(self, record: SessionRecord) -> None:
-        ref = SessionActor.start(record, self.actor_ref, self._admission, self._scheduler)
+        def release(reason: str | None) -> None:
+            with contextlib.suppress(pykka.ActorDeadError):  # stopped: nothing to forget
+                ref.tell(sup.SessionEnded(session_id, reason))
+
+        record.release = release
+        self._start_actor(record, "open")
+
+    def _start_actor(self, record: SessionRecord, cause: str) -> None:
+        ref = SessionActor.start(record, self.actor_ref, self._admission, self._scheduler, cause)
         # Known at once, not only from the actor's on_start: stop() must see it.
         record.adopt(ref)
 
@@ -132,9 +145,8 @@ class SupervisorActor(pykka.ThreadingActor):
             return
         if self._stopping:
             # No successor will come: answer what the dead actor held (a Close too).
-            closed = SessionClosed("the supervisor is stopping")
-            for command in child.record.end(closed):
-                fail_command(command, closed)
+            child.record.retire(SupervisorStopped("the supervisor stopped"), None,
+                                SessionStatus.CLOSED)
             return
         if child.budget.spend(None):
             delay = child.budget.next_delay()
@@ -144,12 +156,7 @@ class SupervisorActor(pykka.ThreadingActor):
             self._scheduler.call_later(delay, lambda: ref.tell(StartSuccessor(session_id)))
             return
         reason = f"{self._budget_exhausted(error)} (actor crashed)"
-        failure = SessionCrashed(reason)
-        for command in child.record.end(failure):
-            fail_command(command, failure)
-        child.record.snapshot = replace(child.record.snapshot, status=SessionStatus.FAILED,
-                                        reason=reason)
-        self._on_ended(session_id, reason)
+        child.record.retire(SessionCrashed(reason), reason, SessionStatus.FAILED)
 
     def _budget_exhausted(self, error: BaseException | None) -> str:
         last = "" if error is None else f"; last error: {type(error).__name__}: {error}"
@@ -158,7 +165,8 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _on_ended(self, session_id: str, reason: str | None) -> None:
         if reason is None:
-            # Closed by the user: forget it, a long-running service must not leak.
+            # Closed by us (a failed session too, once closed): forget it, a
+            # long-running service must not leak.
             self._children.pop(session_id, None)
             return
         _log.warning("session_failed", session_id=session_id, reason=reason)

@@ -1,7 +1,8 @@
 """One scheduler thread for every delayed restart (internal).
 
 A timer thread per backing-off session would cost a thread each during a storm,
-exactly when threads are scarce; one heap serves them all.
+exactly when threads are scarce; one heap serves them all: restarts, connect
+timeouts and every session's next command deadline.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ class Scheduler:
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` after ``delay`` seconds. Not cancellable: receivers
         ignore a call that came too late (stale generation or loss number)."""
+        entry = (self._clock() + max(delay, 0.0), next(self._order), callback)
         with self._cond:
-            heapq.heappush(self._heap,
-                           (self._clock() + max(delay, 0.0), next(self._order), callback))
-            self._cond.notify()
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:  # due before anything else: wake the thread to re-wait
+                self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:

@@ -103,7 +103,28 @@ class Ended:
     clean: bool
 
 
-Report = Admitted | Opened | OpenFailed | Received | Ended
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Internal: the frame sent with ``token`` on ``generation`` is fully written."""
+
+    generation: int
+    token: object
+
+
+Report = Admitted | Opened | OpenFailed | Received | Ended | Written
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """Internal: what a connection needs of its session's spec."""
+
+    connect_timeout: float
+    verify_tls: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> TransportOptions:
+        """The options of ``spec`` (a ``SessionSpec``; only read)."""
+        return cls(connect_timeout=spec.connect_timeout, verify_tls=spec.verify_tls)
 
 
 class Connection:
@@ -115,13 +136,13 @@ class Connection:
 
     def __init__(self, codec: Codec, generation: int,
                  report: Callable[[Report], None], admission: Admission,
-                 connect_timeout: float, verify_tls: bool = True) -> None:
+                 options: TransportOptions) -> None:
         self.generation = generation
         self._codec = codec
         self._report = report
         self._admission = admission
-        self._connect_timeout = connect_timeout
-        self._verify_tls = verify_tls
+        self._connect_timeout = options.connect_timeout
+        self._verify_tls = options.verify_tls
         self._cancelled = threading.Event()
         self._admitted_at = 0.0
         self._ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
@@ -131,8 +152,23 @@ class Connection:
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, frame: str | bytes) -> None:
-        """Write one frame from the actor's thread; raise ``ConnectionLost`` if it fails."""
+    def send(self, frame: str | bytes, token: object | None = None) -> None:
+        """Write one frame; report ``Written`` for ``token`` once done. Never raises.
+
+        A failed write ends the connection: the reader then reports ``Ended``.
+        """
+        try:
+            self._write(frame)
+        except ConnectionLost:
+            self._shutdown()
+            return
+        if token is not None:
+            self._report(Written(self.generation, token))
+
+    def consumed(self, nbytes: int) -> None:
+        """The session handled a ``Received`` of ``nbytes``: give the reader its credit back."""
+
+    def _write(self, frame: str | bytes) -> None:
         opcode = websocket.ABNF.OPCODE_TEXT if isinstance(frame, str) else \
             websocket.ABNF.OPCODE_BINARY
         try:
@@ -145,7 +181,7 @@ class Connection:
         self._cancelled.set()
         try:
             for frame in last_frames:
-                self.send(frame)
+                self._write(frame)
             if self._ws.connected:
                 self._ws.send_close()
         except (OSError, websocket.WebSocketException, ConnectionLost):

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-GEVENT_HINT = "pip install 'session-supervisor[gevent]'"
+GEVENT_HINT = "from your checkout: pip install -e '.[gevent]'"
 _GEVENT_BOOT = ("import sys; from gevent import monkey; monkey.patch_all(); "
                 "from supervisor.cli import main; sys.exit(main(sys.argv[1:]))")
 _PATCH_SENSITIVE = ("ssl", "websocket", "pykka", "http.client", "urllib.request")
@@ -159,8 +159,10 @@ def build_parser() -> _Parser:
         epilog="Examples: supervisor loadtest | supervisor loadtest --target "
                "http://127.0.0.1:8000 --login 'user{n}:secret' --sessions 500 --json "
                "report.json | supervisor loadtest --protocol websocket --target "
-               "ws://127.0.0.1:8000/ws/echo. Exit status: 0 done, 1 error rate above "
-               "--fail-on-error-rate, 2 bad input, 3 target unreachable or nothing connected.")
+               "ws://127.0.0.1:8000/ws/echo | supervisor loadtest --stages 30s:100,2m:100,30s:0 "
+               "--threshold 'turn.p99<2s'. Exit status: 0 passed, 1 a threshold failed "
+               "(including --fail-on-error-rate), 2 bad input, 3 target unreachable or no "
+               "session ever connected.")
     loadtest_arguments(loadtest)
     parser.loadtest = loadtest
     target = commands.add_parser(

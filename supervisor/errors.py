@@ -70,6 +70,55 @@ class SessionCrashed(SessionFailed):
     """The supervisor gave up on a session whose actor kept crashing."""
 
 
+class EventsOverflowed(SupervisorError):
+    """``supervisor.aio``: events arrived faster than the iterator was read; ``dropped`` were lost.
+
+    Raised by the ``session.events()`` iterator exactly where the gap is, once
+    every event from before it has been yielded; iterating again goes on with
+    the events from after it.
+    """
+
+    def __init__(self, dropped: int) -> None:
+        super().__init__(f"{dropped} events dropped: the event buffer was full")
+        self.dropped = dropped
+class SupervisorStopped(SessionClosed):
+    """The supervisor is stopping or stopped: ``open()`` and every command fail with this."""
+
+
+# --- deadlines (core): every future settles by its deadline ---------------------------
+
+
+class DeadlineExceeded(SupervisorError):
+    """A command did not complete within its timeout (``timeout`` seconds)."""
+
+    def __init__(self, message: str, timeout: float) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class ResumeTimeout(DeadlineExceeded):
+    """A Resume did not connect within its timeout; the session keeps trying per its policy."""
+
+    def __init__(self, thread_id: str | None, timeout: float) -> None:
+        super().__init__(f"resume of thread {thread_id!r} not connected within {timeout:g}s "
+                         "(the session keeps trying)", timeout)
+        self.thread_id = thread_id
+
+
+class ReplyTimeout(DeadlineExceeded):
+    """No reply (Socket.IO ack, or the end of a chat turn) came within the timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no reply within {timeout:g}s", timeout)
+
+
+class SendTimeout(DeadlineExceeded):
+    """A send was not written to the socket within its timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"send not written within {timeout:g}s", timeout)
+
+
 class MalformedAck(SupervisorError):
     """The server's acknowledgement of a ``call()`` arrived malformed (e.g. a broken
     binary attachment sequence); ``reason`` says how. The frame was counted as malformed."""

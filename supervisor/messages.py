@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pykka
-
 if TYPE_CHECKING:
+    import pykka
+
     from supervisor.protocols.chat import TurnResult
 
 
@@ -130,6 +130,10 @@ class Lifecycle:
     control), ``upgrade`` (TCP + WebSocket upgrade), ``open`` (Engine.IO open),
     ``namespace`` (Socket.IO connect), ``thread`` (Chainlit thread confirmation),
     ``total`` (from the start of the handshake to ready)."""
+    cause: str | None = None
+    """For CONNECTING, why: ``"open"`` (first connect), ``"resume"`` (a Resume),
+    ``"restart"`` (the supervisor restarted after a loss or crash), ``"reconnect"``
+    (anything else); None for the other kinds."""
 
 
 # --- commands -----------------------------------------------------------------
@@ -143,6 +147,10 @@ class Resume:
     """The thread to resume; None starts a new conversation."""
     reply: pykka.Future[ResumeResult] = field(compare=False)
     """Resolves once connected for this thread, or as superseded."""
+    timeout: float | None = None
+    """Seconds this command may take; None: the spec's default (``SessionSpec.resume_timeout``)."""
+    issued_at: float | None = None
+    """``time.monotonic()`` when the user issued it (its deadline counts from here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,11 @@ class Send:
     """The Socket.IO event name; None for plain WebSocket frames."""
     want_ack: bool = False
     """Resolve ``reply`` with the server's acknowledgement instead of on write."""
+    timeout: float | None = None
+    """Seconds this command may take; None: the spec's default (``send_timeout``;
+    ``reply_timeout`` with an ack)."""
+    issued_at: float | None = None
+    """``time.monotonic()`` when the user issued it (its deadline counts from here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +180,12 @@ class Chat:
     """The user's message."""
     reply: pykka.Future[TurnResult] = field(compare=False)
     """Resolves with the turn's reply text and timings once the turn ends."""
+    created_at: float = 0.0
+    """``time.time()`` when the user wrote it (the message's ``createdAt``)."""
+    timeout: float | None = None
+    """Seconds this command may take; None: the spec's default (``SessionSpec.reply_timeout``)."""
+    issued_at: float | None = None
+    """``time.monotonic()`` when the user issued it (its deadline counts from here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,4 +193,6 @@ class Close:
     """Close the session for good (``clear_session`` first on Chainlit)."""
 
     reply: pykka.Future[None] = field(compare=False)
-    """Resolves once the socket is closed."""
+    """Resolves once the session has ended (its socket closing)."""
+    stopping: bool = False
+    """Sent by ``Supervisor.stop()``: what is pending fails with ``SupervisorStopped``."""

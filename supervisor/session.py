@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pykka
@@ -10,7 +11,7 @@ from supervisor._futures import new_future
 from supervisor._record import SessionRecord
 from supervisor.messages import Chat, Close, Resume, ResumeResult, Send, SessionState
 from supervisor.protocols.chat import TurnResult
-from supervisor.spec import SessionSpec, check_thread_id
+from supervisor.spec import SessionSpec, check_thread_id, check_timeout
 
 
 class Session:
@@ -32,58 +33,74 @@ class Session:
     def spec(self) -> SessionSpec:
         return self._record.spec
 
-    def resume(self, thread_id: str | None) -> pykka.Future[ResumeResult]:
+    def resume(self, thread_id: str | None, *,
+               timeout: float | None = None) -> pykka.Future[ResumeResult]:
         """Switch to ``thread_id``; the future resolves once connected for it.
 
         Raises ``ValueError`` at once, before any I/O, for a thread id with a
         control character. A newer Resume resolves this one as superseded.
+        Fails with ``ResumeTimeout`` after ``timeout`` seconds (default
+        ``SessionSpec.resume_timeout``); the session keeps trying.
         """
         check_thread_id(thread_id)
+        check_timeout(timeout, "timeout")
         reply: pykka.Future[ResumeResult] = new_future()
-        self._record.deliver(Resume(thread_id, reply))
+        self._record.deliver(Resume(thread_id, reply, timeout, time.monotonic()))
         return reply
 
-    def send(self, data: str | bytes) -> pykka.Future[None]:
+    def send(self, data: str | bytes, *, timeout: float | None = None) -> pykka.Future[None]:
         """Send one frame; buffered (bounded) while reconnecting.
 
         The future resolves once the frame is written to the socket. A frame
-        written to a socket the peer has just dropped can still be lost.
+        written to a socket the peer has just dropped can still be lost. Fails
+        with ``SendTimeout`` if not written within ``timeout`` seconds (default
+        ``SessionSpec.send_timeout``).
         """
         if self._record.spec.protocol == "websocket" and not isinstance(data, str | bytes):
             msg = f"send() takes str or bytes, not {type(data).__name__}"
             raise TypeError(msg)
+        check_timeout(timeout, "timeout")
         reply: pykka.Future[None] = new_future()
-        self._record.deliver(Send(data, reply))
+        self._record.deliver(Send(data, reply, timeout=timeout, issued_at=time.monotonic()))
         return reply
 
-    def emit(self, event: str, data: Any = None) -> pykka.Future[None]:
-        """Emit a Socket.IO event (protocols ``socketio`` and ``chainlit``)."""
+    def emit(self, event: str, data: Any = None, *,
+             timeout: float | None = None) -> pykka.Future[None]:
+        """Emit a Socket.IO event (protocols ``socketio`` and ``chainlit``); as ``send()``."""
         if self._record.spec.protocol == "websocket":
             msg = "emit() needs a Socket.IO session; use send() on a plain WebSocket"
             raise TypeError(msg)
+        check_timeout(timeout, "timeout")
         reply: pykka.Future[None] = new_future()
-        self._record.deliver(Send(data, reply, event=event))
+        self._record.deliver(Send(data, reply, event=event, timeout=timeout,
+                                  issued_at=time.monotonic()))
         return reply
 
-    def call(self, event: str, data: Any = None) -> pykka.Future[Any]:
+    def call(self, event: str, data: Any = None, *,
+             timeout: float | None = None) -> pykka.Future[Any]:
         """Emit a Socket.IO event and resolve with the server's acknowledgement.
 
         If the connection is lost before the ack arrives, the future fails with
         ``ConnectionLost``: the server may or may not have handled the event, so
-        it is not re-sent.
+        it is not re-sent. Fails with ``ReplyTimeout`` if no ack came within
+        ``timeout`` seconds (default ``SessionSpec.reply_timeout``).
         """
         if self._record.spec.protocol == "websocket":
             msg = "call() needs a Socket.IO session"
             raise TypeError(msg)
+        check_timeout(timeout, "timeout")
         reply: pykka.Future[Any] = new_future()
-        self._record.deliver(Send(data, reply, event=event, want_ack=True))
+        self._record.deliver(Send(data, reply, event=event, want_ack=True, timeout=timeout,
+                                  issued_at=time.monotonic()))
         return reply
 
-    def chat(self, text: str) -> pykka.Future[TurnResult]:
+    def chat(self, text: str, *, timeout: float | None = None) -> pykka.Future[TurnResult]:
         """Chainlit: send ``text`` as a user message; resolve with the reply turn.
 
         The ``TurnResult`` holds the reply text and the time to the first
-        token, between tokens and to the end of the turn (``task_end``).
+        token, between tokens and to the end of the turn (``task_end``). Fails
+        with ``ReplyTimeout`` if the turn has not ended within ``timeout``
+        seconds (default ``SessionSpec.reply_timeout``).
         """
         if self._record.spec.protocol != "chainlit":
             msg = "chat() needs a Chainlit session (protocol='chainlit')"
@@ -91,8 +108,9 @@ class Session:
         if not isinstance(text, str):
             msg = f"chat() takes str, not {type(text).__name__}"
             raise TypeError(msg)
+        check_timeout(timeout, "timeout")
         reply: pykka.Future[TurnResult] = new_future()
-        self._record.deliver(Chat(text, reply))
+        self._record.deliver(Chat(text, reply, time.time(), timeout, time.monotonic()))
         return reply
 
     def close(self) -> pykka.Future[None]:

@@ -56,6 +56,14 @@ def _check_header_name(name: str) -> str:
     return name
 
 
+def check_timeout(value: float | None, what: str) -> float | None:
+    """A deadline must be a positive number of seconds (None: the default applies)."""
+    if value is not None and not value > 0:
+        msg = f"{what} must be positive, got {value}"
+        raise ValueError(msg)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
     """Everything needed to open (and re-open) one supervised session."""
@@ -113,6 +121,16 @@ class SessionSpec:
 
     Turn off for apps without ``@cl.on_chat_resume`` (they never answer; the
     resume would end in the connect timeout)."""
+    # --- deadlines (core): every future settles by one; override per call -------------
+    resume_timeout: float = 30.0
+    """Seconds a ``resume()`` future may wait to connect; then ``ResumeTimeout`` (the
+    session keeps trying per its restart policy)."""
+    reply_timeout: float = 60.0
+    """Seconds ``call()`` waits for the server's ack and ``chat()`` for the end of
+    its turn; then ``ReplyTimeout``."""
+    send_timeout: float = 30.0
+    """Seconds ``send()``/``emit()`` may wait, buffered or being written; then
+    ``SendTimeout``."""
     protocol_config: ProtocolConfig = field(init=False, repr=False, compare=False)
     """What the codecs read of this spec (computed; the protocol layer never sees the spec)."""
 
@@ -151,6 +169,8 @@ class SessionSpec:
         if self.connect_timeout <= 0:
             msg = f"connect_timeout must be positive, got {self.connect_timeout}"
             raise ValueError(msg)
+        for name in ("resume_timeout", "reply_timeout", "send_timeout"):
+            check_timeout(getattr(self, name), name)
         if self.outbox_limit < 0:
             msg = f"outbox_limit must be zero or more, got {self.outbox_limit}"
             raise ValueError(msg)

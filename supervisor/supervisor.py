@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from types import TracebackType
 
 import pykka
 
-from supervisor import _supervision as sup
 from supervisor._admission import Admission
 from supervisor._futures import new_future
-from supervisor._record import SessionRecord, fail_command
-from supervisor._supervisor_actor import BeginStop, FailureCallback, ListRecords, SupervisorActor
+from supervisor._metrics import MetricsSample, SupervisorTap
+from supervisor._record import SessionRecord
+from supervisor._supervisor_actor import (
+    Adopt,
+    BeginStop,
+    FailureCallback,
+    ListRecords,
+    SupervisorActor,
+)
 from supervisor._timer import Scheduler
-from supervisor.errors import SessionClosed
+from supervisor.errors import SupervisorStopped
+from supervisor.health import Health, HealthThresholds, assess
 from supervisor.messages import Close, SessionState, SessionStatus
 from supervisor.policy import RestartPolicy
 from supervisor.session import Session
@@ -35,6 +42,10 @@ class Supervisor:
         admission = Admission(policy.max_handshakes_in_flight,
                               policy.max_handshakes_per_second)
         self._ref = SupervisorActor.start(policy, admission, self._scheduler, on_session_failed)
+        self._tap = SupervisorTap(admission)  # metrics and health, read without the mailbox
+        self._lock = threading.Lock()
+        """Orders open() against stop(): every Adopt is queued before BeginStop, or refused."""
+        self._stopping = False
 
     @classmethod
     def start(cls, policy: RestartPolicy | None = None, *,
@@ -43,17 +54,42 @@ class Supervisor:
         return cls(policy or RestartPolicy(), on_session_failed)
 
     def open(self, spec: SessionSpec) -> Session:
-        """Open a session; it connects at once. Returns without waiting on any actor."""
+        """Open a session; it connects at once. Returns without waiting on any actor.
+
+        Raises ``SupervisorStopped`` once ``stop()`` has begun.
+        """
         if not isinstance(spec, SessionSpec):
             msg = f"open() takes a SessionSpec, not {type(spec).__name__}"
             raise TypeError(msg)
-        record = SessionRecord(spec)
-        self._ref.tell(sup.Adopt(record))
-        return Session(record)
+        record = SessionRecord(self._tap.wrap(spec))  # the tap hears its lifecycle first
+        # pykka drops a tell that lands after the actor's stop: a record adopted
+        # by nobody would wait forever. Under the lock, an Adopt is queued
+        # before stop()'s BeginStop or not at all.
+        with self._lock:
+            if self._stopping:
+                raise SupervisorStopped("the supervisor is stopped")
+            try:
+                self._ref.tell(Adopt(record))
+            except pykka.ActorDeadError as exc:
+                raise SupervisorStopped("the supervisor is stopped") from exc
+        session = Session(record)
+        self._tap.track(session)
+        return session
+
+    def metrics(self) -> MetricsSample:
+        """Counters and session totals, read without waiting on any actor (see docs/services.md)."""
+        return self._tap.sample()
+
+    def health(self, thresholds: HealthThresholds | None = None) -> Health:
+        """Healthy or not, and why, for a readiness probe (``supervisor.health``)."""
+        return assess(self._tap.sample(), thresholds)
 
     def sessions(self, timeout: float = 10.0) -> list[SessionState]:
         """Snapshots of every supervised session (closed ones are forgotten)."""
-        records: list[SessionRecord] = self._ref.ask(ListRecords(), timeout=timeout)  # type: ignore[assignment]
+        try:
+            records: list[SessionRecord] = self._ref.ask(ListRecords(), timeout=timeout)  # type: ignore[assignment]
+        except pykka.ActorDeadError as exc:
+            raise SupervisorStopped("the supervisor is stopped") from exc
         return [record.snapshot for record in records]
 
     def count_by_status(self, timeout: float = 10.0) -> dict[SessionStatus, int]:
@@ -61,34 +97,43 @@ class Supervisor:
         return dict(Counter(state.status for state in self.sessions(timeout)))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Close every session concurrently, then stop; bounded by ``timeout`` seconds."""
-        if not self._ref.is_alive():
-            return
+        """Close every session concurrently, then stop; bounded by ``timeout`` seconds.
+
+        From its start, ``open()`` raises ``SupervisorStopped`` and every pending
+        or later command of every session fails with it.
+        """
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
         deadline = time.monotonic() + timeout
-        records: list[SessionRecord] = self._ref.ask(BeginStop(), timeout=timeout)  # type: ignore[assignment]
+        try:
+            records: list[SessionRecord] = self._ref.ask(BeginStop(), timeout=timeout)  # type: ignore[assignment]
+        except pykka.ActorDeadError:
+            records = []
+        stopped = SupervisorStopped("the supervisor stopped")
         closing = []
         for record in records:
-            reply: pykka.Future[None] = new_future()
             with record.lock:
                 orphaned = record.ref is None and record.terminal is None
             if orphaned:
                 # Crashed and waiting for a successor that will not come now.
-                for command in record.end(SessionClosed("the supervisor stopped")):
-                    fail_command(command, SessionClosed("the supervisor stopped"))
-                record.snapshot = replace(record.snapshot, status=SessionStatus.CLOSED)
+                record.retire(stopped, None, SessionStatus.CLOSED)
                 continue
-            record.deliver(Close(reply))
+            reply: pykka.Future[None] = new_future()
+            record.deliver(Close(reply, stopping=True))
             closing.append(reply)
         for reply in closing:
             try:
                 reply.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
                 break
-        stops = [record.ref.stop(block=False) for record in records
-                 if record.ref is not None and record.ref.is_alive()]
-        for stopped in stops:
+        # Past the deadline, stopping an actor still ends its session (on_stop).
+        stops = [ref.stop(block=False) for ref in (record.ref for record in records)
+                 if ref is not None and ref.is_alive()]
+        for done in stops:
             try:
-                stopped.get(timeout=max(0.0, deadline - time.monotonic()))
+                done.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
                 break
         try:

@@ -147,7 +147,7 @@ class TestBadInput:
         (("--target", "not-a-url"), 2, "--target must be an http, https, ws or wss URL"),
         (("--sessions", "0"), 2, "--sessions must be a whole number of 1 or more"),
         (("--sessions", "-3"), 2, "--sessions must be a whole number of 1 or more"),
-        (("--duration", "0"), 2, "--duration must be a number above 0"),
+        (("--duration", "0"), 2, "--duration must be a duration above 0s"),
         (("--protocol", "mqtt"), 2, "--protocol must be one of"),
         (("--no-such-option",), 2, "unrecognized arguments: --no-such-option"),
     ])

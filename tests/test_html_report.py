@@ -97,10 +97,12 @@ def test_sample_report_has_every_section() -> None:
     assert page.count('<svg class="plot"') == 3
     for plot in PLOTS:
         assert f'data-plot="{plot}" data-points="20"' in page
-    for heading in ("Sessions", "Counts", "Rates", "Latency", "Errors", "Reconnects", "Run",
-                    "Settings"):
+    for heading in ("Thresholds", "Sessions", "Counts", "Rates", "Latency", "Errors",
+                    "Reconnects", "Run", "Settings"):
         assert f"<h2>{heading}" in page
-    assert "SessionClosed" in page
+    assert "turn_timeout" in page
+    assert "no reply within 30s" in page
+    assert "first_token.p99&lt;100ms" in page
     assert "connection reset by peer" in page
     for key in report["settings"]:
         assert f"<code>--{key.replace('_', '-')}</code>" in page
@@ -136,14 +138,18 @@ def test_strings_from_the_report_are_escaped() -> None:
     """Settings, error kinds, reasons and the URL are escaped: no markup gets through."""
     report = _sample()
     report["settings"]["message"] = "<script>alert(1)</script>"
-    report["counts"]["errors"] = {"<img src=x onerror=alert(1)>": 3}
+    report["errors"]["by_kind"] = {"<img src=x onerror=alert(1)>": {
+        "count": 3, "message": "<i>boom</i>", "first_seen_s": 1, "last_seen_s": 2}}
+    report["thresholds"][0]["expression"] = "<u>turn.p99<2s</u>"
     report["counts"]["reconnects_by_reason"] = {"quote\" & 'apostrophe' <marquee>": 1}
     report["target"]["url"] = 'http://h/"><script>alert(2)</script>'
     page = render_html(report)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;i&gt;boom&lt;/i&gt;" in page
+    assert "&lt;u&gt;turn.p99&lt;2s&lt;/u&gt;" in page
     assert "quote&quot; &amp; &#x27;apostrophe&#x27; &lt;marquee&gt;" in page
-    for raw in ("<script", "<img", "<marquee", 'http://h/">'):
+    for raw in ("<script", "<img", "<marquee", 'http://h/">', "<i>", "<u>"):
         assert raw not in page
 
 
@@ -314,6 +320,87 @@ def test_chromium_screenshot_draws_every_plot(
                     columns.add(x)
         assert coloured > 1500, f"{name}: only {coloured} coloured pixels"
         assert len(columns) > 0.8 * (right - left), f"{name}: lines span {len(columns)} px"
+
+
+def _with_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """The sample with a failed threshold and error details, as a degraded run writes them."""
+    report["thresholds"] = [
+        {"expression": "errors.ratio<=0.01", "value": 0.0532, "unit": "ratio", "ok": False},
+        {"expression": "turn.p99<2s", "value": 468.0, "unit": "ms", "ok": True},
+        {"expression": "first_token.p99.9<1ms", "value": None, "unit": "ms", "ok": False}]
+    report["errors"] = {"ratio": 0.0532, "count": 166, "operations": 3118, "by_kind": {
+        "connection_lost": {"count": 134, "message": "server closed the connection with code "
+                            "1011", "first_seen_s": 0.2, "last_seen_s": 29.8},
+        "resume_refused": {"count": 14, "message": "<b>injected</b> refusal",
+                           "first_seen_s": 3.5, "last_seen_s": 29.8}}}
+    report["exit"].update(passed=False, status=1)
+    return report
+
+
+def test_thresholds_and_error_details_render() -> None:
+    """Each threshold with its figure and a check or cross; each error kind with its details."""
+    page = render_html(_with_verdict(_sample()))
+    assert 'class="badge fail">FAILED' in page
+    assert ('<tr><td class="bad">✗</td><td><code>errors.ratio&lt;=0.01</code></td>'
+            '<td class="n">5.32 %</td></tr>') in page
+    assert ('<tr><td class="ok">✓</td><td><code>turn.p99&lt;2s</code></td>'
+            '<td class="n">468 ms</td></tr>') in page
+    assert "no samples" in page
+    assert ('<tr><td><code>connection_lost</code></td><td class="n">134</td>'
+            '<td class="n">0.2 s</td><td class="n">29.8 s</td>'
+            '<td class="msg">server closed the connection with code 1011</td></tr>') in page
+    assert "&lt;b&gt;injected&lt;/b&gt; refusal" in page
+    assert "166 failed of 3,118 operations: 5.32 %" in page
+
+
+def test_no_session_connected_shows_the_hint() -> None:
+    """A run where nothing connected says so, with the hint, instead of PASSED or FAILED."""
+    report = _sample()
+    report["exit"].update(passed=False, status=3, stopped_because="no_session_connected",
+                          hint="authentication: the server refused the sessions")
+    page = render_html(report)
+    assert 'class="badge fail">NO SESSION CONNECTED' in page
+    assert "authentication: the server refused the sessions" in page
+
+
+VERDICT_PROBE = """<script>
+(() => {
+  const found = {};
+  for (const id of ["thresholds", "errors"]) {
+    const panel = document.getElementById(id);
+    const box = panel.getBoundingClientRect();
+    const rows = [...panel.querySelectorAll("tbody tr")].map(row => ({
+      text: row.innerText, h: row.getBoundingClientRect().height,
+      colour: getComputedStyle(row.cells[0]).color}));
+    found[id] = {w: box.width, h: box.height, rows};
+  }
+  document.body.dataset.probe = JSON.stringify(found);
+})();
+</script>"""
+
+
+@needs_chromium
+def test_chromium_shows_thresholds_and_error_details(tmp_path: Path) -> None:
+    """In Chromium the thresholds (cross in red, check in green) and error rows are laid out."""
+    page = render_html(_with_verdict(_sample())).replace("</body>", VERDICT_PROBE + "</body>")
+    target = tmp_path / "report.html"
+    target.write_text(page, encoding="utf-8")
+    dumped = _chromium(tmp_path / "profile", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                       "--dump-dom", target.as_uri())
+    found = re.search(r'data-probe="([^"]*)"', dumped.stdout)
+    assert found, f"chromium wrote no probe (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
+    probe = json.loads(html.unescape(found.group(1)))
+    thresholds, errors = probe["thresholds"], probe["errors"]
+    assert thresholds["w"] > 1000
+    assert thresholds["h"] > 100
+    assert [row["text"].split("\t")[:2] for row in thresholds["rows"]] == [
+        ["✗", "errors.ratio<=0.01"], ["✓", "turn.p99<2s"], ["✗", "first_token.p99.9<1ms"]]
+    assert thresholds["rows"][0]["colour"] == "rgb(198, 40, 40)"  # the cross, red
+    assert thresholds["rows"][1]["colour"] == "rgb(26, 138, 71)"  # the check, green
+    assert all(row["h"] > 10 for row in thresholds["rows"] + errors["rows"])
+    assert [row["text"].split("\t")[0] for row in errors["rows"]] == [
+        "connection_lost", "resume_refused"]
+    assert "server closed the connection with code 1011" in errors["rows"][0]["text"]
 
 
 if __name__ == "__main__":

@@ -164,8 +164,7 @@ class TestNoCrossTalk:
         # Make the old connection produce frames that queue up behind the Resume.
         inbox = _inbox_of(session)
         session_actor = _actor_of(session)
-        old_connection = session_actor._conn
-        assert old_connection is not None
+        old_connection = session_actor._connections[session.state().generation]
         for i in range(3):
             old_connection.send(f"stale-{i}")
         wait_until(lambda: inbox.qsize() >= 1 + 3 + 3, what="stale echoes in the mailbox")

@@ -106,9 +106,9 @@ class TestValidation:
         (["--sessions", "0"], "--sessions must be a whole number of 1 or more"),
         (["--sessions", "-3"], "--sessions must be a whole number of 1 or more"),
         (["--sessions", "many"], "--sessions must be a whole number"),
-        (["--duration", "0"], "--duration must be a number above 0"),
+        (["--duration", "0"], "--duration must be a duration above 0s"),
         (["--spawn-rate", "nan"], "--spawn-rate must be a finite number"),
-        (["--think-time", "-1"], "--think-time must be a number of 0 or more"),
+        (["--think-time", "-1"], "--think-time must be a duration of 0s or more"),
         (["--protocol", "http"], "--protocol must be one of chainlit, socketio, websocket"),
         (["--target", "not-a-url"], "--target must be an http, https, ws or wss URL"),
         (["--target", "http://host:99999"], "--target has an invalid port"),
@@ -246,6 +246,20 @@ class TestMetrics:
                            "gave_up": 1}
         assert metrics.first_failure == "refused"
 
+    def test_sessions_still_connecting_at_the_end_are_not_failures(self) -> None:
+        """Never connected: failed after the connect timeout, cut by the end within it."""
+        clock = FakeClock()
+        metrics = Metrics(requested=3, clock=clock)
+        metrics.session_started("old")
+        clock.now += 8.0
+        metrics.session_started("young")
+        metrics.session_started("retired")
+        metrics.session_retired("retired")
+        clock.now += 2.0
+        assert metrics.settle_never_connected(grace_s=5.0) == 1
+        assert metrics.session_figures()["failed"] == 1
+        assert metrics.error_details()["session_never_connected"]["count"] == 1
+
     def test_reconnect_reasons_are_bounded(self) -> None:
         """Past 20 distinct reasons, the rest count as 'other'."""
         metrics = Metrics(requested=1)
@@ -260,15 +274,17 @@ def sample_report(**overrides: Any) -> dict[str, Any]:
     """A report built from a small hand-fed run."""
     clock = FakeClock()
     metrics = Metrics(requested=2, clock=clock)
-    metrics.session_started()
-    metrics.session_started()
+    metrics.session_started("a")
+    metrics.session_started("b")
     metrics.session_connected("a")
     metrics.count("turns", 9)
     metrics.count("turns_failed", 1)
-    metrics.error("turn_timeout")
+    clock.now += 0.5
+    metrics.error("turn_timeout", "no reply within 30s")
     metrics.record("first_token", 0.005)
-    clock.now += 1.0
+    clock.now += 0.5
     metrics.roll()
+    metrics.settle_never_connected(0.5)  # "b": one failed session
     config = config_of(*overrides.get("args", ()))
     facts = RunFacts("http://127.0.0.1:1", "2026-01-01T00:00:00+00:00", 1.0, 1, 0, False,
                      None, "duration")
@@ -297,12 +313,26 @@ class TestReport:
         """(1 failed turn + 1 failed session) / (10 attempted turns + 2 sessions)."""
         report = sample_report()
         assert report["exit"]["error_rate"] == pytest.approx(2 / 12, abs=1e-6)
-        assert error_rate({}, {}) == 0.0
+        assert report["errors"]["ratio"] == report["exit"]["error_rate"]
+        assert (report["errors"]["count"], report["errors"]["operations"]) == (2, 12)
+        assert error_rate(0, 0) == 0.0
 
     def test_threshold_decides_passed(self) -> None:
-        """--fail-on-error-rate below the rate fails the run; above it passes."""
-        assert sample_report(args=("--fail-on-error-rate", "0.1"))["exit"]["passed"] is False
-        assert sample_report(args=("--fail-on-error-rate", "0.5"))["exit"]["passed"] is True
+        """--fail-on-error-rate below the rate fails the run (status 1); above it passes."""
+        failed = sample_report(args=("--fail-on-error-rate", "0.1"))
+        assert (failed["exit"]["passed"], failed["exit"]["status"]) == (False, 1)
+        assert failed["thresholds"] == [{"expression": "errors.ratio<=0.1",
+                                         "value": pytest.approx(2 / 12, abs=1e-6),
+                                         "unit": "ratio", "ok": False}]
+        passed = sample_report(args=("--fail-on-error-rate", "0.5"))
+        assert (passed["exit"]["passed"], passed["exit"]["status"]) == (True, 0)
+
+    def test_error_details_per_kind(self) -> None:
+        """Each kind has its count, a sample message, and when it was first and last seen."""
+        by_kind = sample_report()["errors"]["by_kind"]
+        assert by_kind["turn_timeout"] == {"count": 1, "message": "no reply within 30s",
+                                           "first_seen_s": 0.5, "last_seen_s": 0.5}
+        assert by_kind["session_never_connected"]["count"] == 1
 
     def test_csv_has_one_row_per_interval(self, tmp_path: Path) -> None:
         """Flattened columns: counts, then p50/p99 per latency."""
@@ -310,6 +340,8 @@ class TestReport:
         header, rows = csv_rows(report)
         assert len(rows) == len(report["intervals"]) == 1
         assert "first_token_p50_ms" in header
+        # errors by kind over time: one column per kind, this interval's count
+        assert rows[0][header.index("errors.turn_timeout")] == 1
         path = tmp_path / "r.csv"
         write_csv(report, str(path))
         assert path.read_text().splitlines()[0] == ",".join(header)
@@ -324,5 +356,8 @@ class TestReport:
         assert "latency (ms)" in text
         assert "first_token" in text
         assert "turn_timeout: 1" in text
+        assert "no reply within 30s" in text  # the error details table
+        assert "✓ │ errors.ratio<=0.01" not in text
+        assert "✗ │ errors.ratio<=0.01 │   16.67%" in text
         line = plain_line(Metrics(requested=5).snapshot(), 20.0)
         assert "sessions 0/5 connected" in line

@@ -45,11 +45,12 @@ class TestPublicSurface:
     def test_all_is_pinned(self) -> None:
         """An accidental export or a lost name fails here."""
         assert sorted(supervisor.__all__) == sorted([
-            "ConnectionLost", "Event", "HandshakeError", "HandshakeRefused", "Lifecycle",
-            "LifecycleKind", "MalformedAck", "OutboxFull",
-            "ProtocolRefused", "RestartPolicy", "RestartType", "ResumeResult", "Session",
+            "ConnectionLost", "DeadlineExceeded", "Event", "HandshakeError", "HandshakeRefused",
+            "Lifecycle", "LifecycleKind", "MalformedAck", "OutboxFull",
+            "ProtocolRefused", "ReplyTimeout", "RestartPolicy", "RestartType", "ResumeResult",
+            "ResumeTimeout", "SendTimeout", "Session",
             "SessionClosed", "SessionCrashed", "SessionFailed", "SessionSpec", "SessionState",
-            "SessionStatus", "Supervisor", "SupervisorError",
+            "SessionStatus", "Supervisor", "SupervisorError", "SupervisorStopped",
         ])
 
     def test_every_error_has_one_root(self) -> None:
@@ -57,7 +58,7 @@ class TestPublicSurface:
         errors = [getattr(supervisor, name) for name in supervisor.__all__
                   if isinstance(getattr(supervisor, name), type)
                   and issubclass(getattr(supervisor, name), Exception)]
-        assert len(errors) == 10
+        assert len(errors) == 15
         assert all(issubclass(error, supervisor.SupervisorError) for error in errors)
         assert not issubclass(supervisor.SessionClosed, supervisor.ConnectionLost)
 

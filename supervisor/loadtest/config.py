@@ -19,12 +19,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from supervisor.loadtest.conversations import Conversations, load_conversations, load_scenario
+from supervisor.loadtest.shape import Shape, Stage, parse_stages, stages_text
+from supervisor.loadtest.thresholds import Threshold, error_rate_threshold, parse_threshold
 from supervisor.loadtest.values import (
     ConfigError,
     Login,
     at_least,
     check_target_url,
     choice,
+    duration,
     fraction,
     integer,
     parse_bool,
@@ -36,6 +40,8 @@ from supervisor.loadtest.values import (
 ENV_PREFIX = "SUPERVISOR_"
 PROTOCOLS = ("chainlit", "socketio", "websocket")
 RUNTIMES = ("threads", "gevent")
+INSTALL_HINT = "pip install -e '.[{extra}]'"
+"""How a user adds an extra: the package is installed from a checkout, not PyPI."""
 
 Converter = Callable[[Any, str], Any]
 
@@ -77,8 +83,37 @@ def _optional_int(value: Any, source: str) -> int | None:
     return None if value is None else integer(value, source)
 
 
-def _optional_fraction(value: Any, source: str) -> float | None:
-    return None if value is None else fraction(value, source)
+def _thresholds(value: Any, source: str) -> tuple[Threshold, ...]:
+    # From the environment several come separated by semicolons (commas may not
+    # separate them: a threshold never holds one, but a list reads better so).
+    items = value if isinstance(value, list | tuple) else str(value).split(";")
+    return tuple(parse_threshold(str(item), source) for item in items if str(item).strip())
+
+
+def _optional_stages(value: Any, source: str) -> tuple[Stage, ...] | None:
+    return None if value is None else parse_stages(value, source)
+
+
+def _optional_conversations(value: Any, source: str) -> Conversations | None:
+    return None if value is None else load_conversations(text(value, source), source)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """``--scenario``: the spec as given, and the function it names."""
+
+    spec: str
+    function: Callable[[Any], None]
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+def _optional_scenario(value: Any, source: str) -> Scenario | None:
+    if value is None:
+        return None
+    spec = text(value, source)
+    return Scenario(spec, load_scenario(spec, source))
 
 
 def _optional_login(value: Any, source: str) -> Login | None:
@@ -120,8 +155,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt-secret", None, _optional_text, "mint each session's access token with the "
            "app's CHAINLIT_AUTH_SECRET instead of logging in (user: the USER of --login, "
            "else loadtest-{n}); needs PyJWT", "SECRET", "target"),
-    Option("connect-timeout", 10.0, at_least(0.0, strict=True), "seconds a handshake may take "
-           "(default: %(default)s)", "S", "target"),
+    Option("connect-timeout", 10.0, duration(strict=True), "how long a handshake may take "
+           "(default: %(default)ss)", "DURATION", "target"),
     Option("confirm-resume", True, parse_bool, "chainlit: a resume waits for resume_thread / "
            "resume_thread_error; turn off for apps without @cl.on_chat_resume (default: on)",
            group="target", flag=True),
@@ -135,38 +170,53 @@ OPTIONS: tuple[Option, ...] = (
            "N"),
     Option("spawn-rate", 20.0, at_least(0.0, strict=True), "sessions started per second "
            "(default: %(default)s)", "R"),
-    Option("duration", 20.0, at_least(0.0, strict=True), "seconds the test runs, from the "
-           "first session started (default: %(default)s)", "S"),
+    Option("duration", 20.0, duration(strict=True), "how long the test runs, from the "
+           "first session started: seconds or units, e.g. 90, 2m, 1h30m (default: "
+           "%(default)ss)", "DURATION"),
+    Option("stages", None, _optional_stages, "a load shape instead of --sessions, "
+           "--spawn-rate and --duration: DURATION:SESSIONS stages, each moving the number of "
+           "sessions linearly to its target, e.g. 30s:100,2m:100,30s:0", "STAGES"),
     Option("threads-per-session", 2, at_least(1, integer=True), "threads each session cycles "
            "through with Resume (default: %(default)s)", "K"),
-    Option("resume-every", 5.0, at_least(0.0), "seconds between a session's resumes; 0: never "
-           "(default: %(default)s)", "S"),
+    Option("resume-every", 5.0, duration(), "time between a session's resumes, spread evenly "
+           "over the sessions; 0: never (default: %(default)ss)", "DURATION"),
     Option("turns", 0, at_least(0, integer=True), "chat turns per session; 0: as many as fit in "
            "the duration (default: %(default)s)", "N"),
-    Option("think-time", 1.0, at_least(0.0), "seconds between a session's turns "
-           "(default: %(default)s)", "S"),
+    Option("think-time", 1.0, duration(), "pause between a session's turns "
+           "(default: %(default)ss)", "DURATION"),
     Option("message", "hello", text, "text of each chat message (default: %(default)s)",
            "TEXT"),
-    Option("turn-timeout", 30.0, at_least(0.0, strict=True), "seconds a turn may take before it "
-           "counts as an error (default: %(default)s)", "S"),
+    Option("messages", None, _optional_conversations, "prompts to send instead of --message: "
+           "text, one prompt a line, or JSON lines (.jsonl), a string or a list of strings "
+           "(a multi-turn conversation) a line; each session draws its own (see --seed)",
+           "FILE"),
+    Option("scenario", None, _optional_scenario, "your own turn: a Python function given the "
+           "session, called whenever a turn is due, e.g. my_load.py:scenario or "
+           "package.module:scenario", "MODULE:FUNCTION"),
+    Option("turn-timeout", 30.0, duration(strict=True), "how long a turn may take before it "
+           "counts as an error (default: %(default)ss)", "DURATION"),
     # --- run
     Option("runtime", "threads", choice(RUNTIMES), "threads, or gevent for many sessions "
            "(default: %(default)s)", "NAME", "run"),
     Option("seed", None, _optional_int, "seed for thread ids, jitter and the embedded "
            "target's fault dice, for reproducible runs", "INT", "run"),
-    Option("interval", 1.0, at_least(0.0, strict=True), "seconds per interval of the "
-           "over-time series (default: %(default)s)", "S", "run"),
-    Option("stop-timeout", 10.0, at_least(0.0, strict=True), "seconds allowed for closing "
-           "the sessions at the end (default: %(default)s)", "S", "run"),
+    Option("interval", 1.0, duration(strict=True), "length of each interval of the "
+           "over-time series (default: %(default)ss)", "DURATION", "run"),
+    Option("stop-timeout", 10.0, duration(strict=True), "time allowed for closing "
+           "the sessions at the end (default: %(default)ss)", "DURATION", "run"),
     Option("quiet", False, parse_bool, "no live progress", group="run", flag=True),
     # --- reports
     Option("json", None, _optional_path, "write the JSON report here", "PATH", "report"),
     Option("csv", None, _optional_path, "write one CSV row per interval here", "PATH", "report"),
     Option("html", None, _optional_path, "write a self-contained HTML report here", "PATH",
            "report"),
-    Option("fail-on-error-rate", None, _optional_fraction, "exit 1 when the error rate (failed "
-           "turns and sessions over attempted ones) is above this fraction, e.g. 0.01",
-           "X", "report"),
+    Option("threshold", (), _thresholds, "exit 1 unless METRIC.STAT OP VALUE holds, e.g. "
+           "turn.p99<2s, first_token.p50<=500ms, sessions.failed_ratio<0.01, "
+           "sessions.connected_ratio>=0.99, errors.ratio<0.001; latencies take p50, p90, "
+           "p99, p99.9, max or mean; repeatable", "EXPR", "report", repeat=True),
+    Option("fail-on-error-rate", 0.01, fraction, "exit 1 when the error rate (failed "
+           "operations over attempted ones, see the docs) is above this fraction; the "
+           "threshold errors.ratio<=X; 1 turns it off (default: %(default)s)", "X", "report"),
 )
 
 BY_DEST = {option.dest: option for option in OPTIONS}
@@ -214,11 +264,14 @@ class LoadTestConfig:
     sessions: int
     spawn_rate: float
     duration: float
+    stages: tuple[Stage, ...] | None
     threads_per_session: int
     resume_every: float
     turns: int
     think_time: float
     message: str
+    messages: Conversations | None
+    scenario: Scenario | None
     turn_timeout: float
     runtime: str
     seed: int | None
@@ -228,13 +281,26 @@ class LoadTestConfig:
     json: str | None
     csv: str | None
     html: str | None
-    fail_on_error_rate: float | None
+    threshold: tuple[Threshold, ...]
+    fail_on_error_rate: float
     config: str | None = None
 
     @property
     def embedded(self) -> bool:
         """True when the load test starts its own target."""
         return self.target is None
+
+    @property
+    def shape(self) -> Shape:
+        """Sessions wanted over time: ``--stages``, else the ramp at ``--spawn-rate``."""
+        if self.stages is not None:
+            return Shape(self.stages)
+        return Shape.ramp(self.sessions, self.spawn_rate, self.duration)
+
+    @property
+    def thresholds(self) -> tuple[Threshold, ...]:
+        """Every threshold judged: ``--fail-on-error-rate`` first, then each ``--threshold``."""
+        return (error_rate_threshold(self.fail_on_error_rate), *self.threshold)
 
     def settings(self) -> dict[str, Any]:
         """Every option as the report records it (secrets redacted)."""
@@ -245,6 +311,14 @@ class LoadTestConfig:
                 value = value.redacted()
             elif item.name == "jwt_secret" and value is not None:
                 value = "[redacted]"
+            elif item.name == "stages" and value is not None:
+                value = stages_text(value)
+            elif item.name == "threshold":
+                value = [threshold.expression for threshold in value]
+            elif item.name == "messages" and value is not None:
+                value = value.source
+            elif item.name == "scenario" and value is not None:
+                value = value.spec
             elif isinstance(value, tuple):
                 value = list(value)
             out[item.name] = value
@@ -309,21 +383,25 @@ def _cross_check(config: LoadTestConfig) -> LoadTestConfig:
         emit = config.emit_event or ("client_message" if config.embedded else "message")
         reply = config.reply_event or ("task_end" if emit == "client_message" else None)
         config = dataclasses.replace(config, emit_event=emit, reply_event=reply)
+    if config.stages is not None:
+        # The stages decide how many sessions run and for how long.
+        config = dataclasses.replace(config, sessions=config.shape.peak,
+                                     duration=config.shape.duration)
     if config.target_option and not config.embedded:
         raise ConfigError("--target-option applies only to the embedded target",
                           "drop --target to use the embedded target, or configure your server")
     if config.jwt_secret is not None and importlib.util.find_spec("jwt") is None:
         raise ConfigError("--jwt-secret needs PyJWT",
-                          "pip install 'session-supervisor[jwt]'")
+                          f"from your checkout: {INSTALL_HINT.format(extra='jwt')}")
     if config.login is not None and config.login.password is None and config.jwt_secret is None:
         raise ConfigError(f"--login {config.login.user!r} has no password",
                           "give USER:PASSWORD, or --jwt-secret to mint tokens instead")
     if config.html is not None and importlib.util.find_spec("supervisor.loadtest.html") is None:
         raise ConfigError("--html: this installation has no HTML report module",
-                          "use --json or --csv, or upgrade session-supervisor")
+                          "use --json or --csv, or reinstall from your checkout: pip install -e .")
     if config.runtime == "gevent" and importlib.util.find_spec("gevent") is None:
         raise ConfigError("--runtime gevent needs gevent",
-                          "pip install 'session-supervisor[gevent]'")
+                          f"from your checkout: {INSTALL_HINT.format(extra='gevent')}")
     return config
 
 

@@ -19,9 +19,18 @@ from typing import Any, TypeVar, cast
 
 import pykka
 
-from supervisor.errors import SessionClosed, SessionFailed, SupervisorError
+from supervisor.errors import (
+    HandshakeRefused,
+    ProtocolRefused,
+    SessionClosed,
+    SessionFailed,
+    SupervisorError,
+)
 from supervisor.loadtest.config import LoadTestConfig
+from supervisor.loadtest.conversations import Conversation, Conversations, ScenarioFunction
 from supervisor.loadtest.metrics import Metrics
+from supervisor.loadtest.scenario import ScenarioSession
+from supervisor.loadtest.shape import next_resume
 from supervisor.messages import Event, Lifecycle, LifecycleKind, SessionStatus
 from supervisor.protocols.chainlit import auth_payload
 from supervisor.protocols.chat import TurnResult, user_message
@@ -58,6 +67,12 @@ class RunContext:
     deadline: float
     credentials: Callable[[int], dict[str, str]]
     """Cookies for session ``n`` (1-based); raises SupervisorError when login fails."""
+    start: float = 0.0
+    """When the run began (``clock()``): the origin of every session's resume grid."""
+    conversations: Conversations | None = None
+    """What sessions say (``--messages``, else ``--message``)."""
+    scenario: ScenarioFunction | None = None
+    """The user's scenario hook (``--scenario``), called for each turn instead."""
     clock: Callable[[], float] = time.monotonic
 
     def remaining(self) -> float:
@@ -102,6 +117,16 @@ class Driver:
         # generation -> (when connected, seconds spent confirming the thread)
         self._connected: dict[int, tuple[float, float | None]] = {}
         self._turns_done = 0
+        self.retired = threading.Event()
+        """Set when the load shape wants one session fewer: this one closes and ends."""
+        self._conversation: Conversation = ()
+        self._prompt_index = 0
+        # A connection lost, not yet counted: counted once, as the failure of the
+        # turn or resume in flight, as the session's failure, or as itself.
+        self._books = threading.Lock()
+        self._in_flight = False
+        self._loss: tuple[str, str] | None = None
+        self._resuming = False
 
     # --- callbacks (run in the session's actor: keep them short) ----------------
 
@@ -109,30 +134,77 @@ class Driver:
         metrics, kind = self.ctx.metrics, event.kind
         if kind is LifecycleKind.CONNECTING:
             metrics.count("handshakes")
-            metrics.session_disconnected(self.session_id)  # the old connection is gone
+            if not self._resuming:
+                # The old connection is gone; a thread switch the session asked for
+                # keeps it active (connected_end counts it), unless the switch fails.
+                metrics.session_disconnected(self.session_id)
         elif kind is LifecycleKind.CONNECTED:
-            timings = event.timings
-            metrics.count("connects")
-            metrics.session_connected(self.session_id)
-            if "total" in timings:
-                metrics.record("connect", timings["total"])
-            for phase in ("upgrade", "open", "namespace"):
-                if phase in timings:
-                    metrics.record(f"connect_{phase}", timings[phase])
-            self._connected[event.generation] = (event.at, timings.get("thread"))
+            self._on_connected(event)
         elif kind is LifecycleKind.LOST:
             metrics.session_disconnected(self.session_id)
             reason = event.reason or event.error or "connection lost"
             metrics.reconnect(reason)
-            metrics.note_failure_reason(reason)
+            metrics.note_failure_reason(reason, event.error)
+            if not self.ctx.ending and not self.retired.is_set():
+                self._lost(event, reason)
         elif kind is LifecycleKind.RESTART:
             metrics.count("restarts")
+            with self._books:
+                if not self._in_flight:
+                    self._count_loss()
         elif kind is LifecycleKind.FAILED:
             metrics.session_failed(self.session_id, event.reason)
+            with self._books:
+                self._loss = None  # the session's failure is what counts
             if not self.ctx.ending:
-                metrics.error("session_failed")
+                metrics.error("session_failed", event.reason or event.error or "gave up")
         else:
             metrics.session_disconnected(self.session_id)
+
+    def _on_connected(self, event: Lifecycle) -> None:
+        metrics, timings = self.ctx.metrics, event.timings
+        metrics.count("connects")
+        metrics.session_connected(self.session_id)
+        if "total" in timings:
+            metrics.record("connect", timings["total"])
+        for phase in ("upgrade", "open", "namespace"):
+            if phase in timings:
+                metrics.record(f"connect_{phase}", timings[phase])
+        self._connected[event.generation] = (event.at, timings.get("thread"))
+
+    def _lost(self, event: Lifecycle, reason: str) -> None:
+        """Note a lost connection or failed handshake; counted later, once."""
+        if event.generation in self._connected:
+            kind = "connection_lost"
+        elif "timeout" in f"{event.error} {reason}".lower().replace(" ", "").replace(
+                "timedout", "timeout"):
+            kind = "handshake_timeout"
+        else:
+            kind = "handshake_failed"
+        with self._books:
+            self._count_loss()  # an earlier one nobody settled
+            self._loss = (kind, reason)
+
+    def _count_loss(self) -> None:
+        """Count the pending loss as an error of its own (call with ``_books`` held)."""
+        if self._loss is not None:
+            kind, reason = self._loss
+            self._loss = None
+            self.ctx.metrics.count("connections_lost")
+            self.ctx.metrics.error(kind, reason)
+
+    def _begin(self) -> None:
+        with self._books:
+            self._in_flight = True
+
+    def _end(self, *, failed: bool) -> None:
+        """A turn or resume ended: a loss during a failed one was that failure."""
+        with self._books:
+            self._in_flight = False
+            if failed:
+                self._loss = None
+            else:
+                self._count_loss()
 
     def on_event(self, event: Event) -> None:
         inbox = self._inbox
@@ -143,6 +215,17 @@ class Driver:
 
     # --- the scenario -----------------------------------------------------------
 
+    @property
+    def ending(self) -> bool:
+        """The run ended, or this session was retired by the load shape."""
+        return self.ctx.ending or self.retired.is_set()
+
+    def retire(self) -> None:
+        """End this session early (the load shape wants fewer); it closes itself."""
+        self.retired.set()
+        with self._inbox.cond:
+            self._inbox.cond.notify_all()
+
     def run(self) -> None:
         """Open the session and play turns and resumes until the run ends."""
         try:
@@ -150,7 +233,10 @@ class Driver:
         except Cancelled:
             pass
         except Exception as exc:  # noqa: BLE001 - one driver's bug must not end the run
-            self.ctx.metrics.error(f"driver_{type(exc).__name__}")
+            self.ctx.metrics.error(f"driver_{type(exc).__name__}", str(exc))
+        finally:
+            if self.retired.is_set() and not self.ctx.ending and self.session is not None:
+                self.session.close()
 
     def _spec(self, cookies: dict[str, str]) -> SessionSpec:
         config = self.ctx.config
@@ -171,11 +257,11 @@ class Driver:
 
     def _run(self) -> None:
         ctx, config, metrics = self.ctx, self.ctx.config, self.ctx.metrics
-        metrics.session_started()
+        metrics.session_started(self.session_id)
         try:
             cookies = ctx.credentials(self.number)
         except SupervisorError as exc:
-            metrics.error(f"login_{type(exc).__name__}")
+            metrics.error(f"login_{type(exc).__name__}", str(exc))
             metrics.session_failed(self.session_id, f"login failed: {exc}")
             return
         self.session = session = ctx.supervisor.open(self._spec(cookies))
@@ -183,19 +269,20 @@ class Driver:
             return
         every = config.resume_every if config.threads_per_session > 1 else 0.0
         now = ctx.clock()
-        # Each session's first resume falls at a random point of the first
-        # period, so resumes are spread out instead of arriving in waves.
-        next_resume = now + self.rng.uniform(0.0, every) if every else float("inf")
+        # Resumes fall on a fixed grid from the run's start, each session at its
+        # own evenly spread offset (see shape.resume_phase): no waves, no drift.
+        resume_at = (ctx.start + next_resume(self.number, every, now - ctx.start) if every
+                     else float("inf"))
         think_until = now
         max_steps = int(config.duration * STEPS_PER_SECOND) + 100
         for _ in range(max_steps):
-            if ctx.ending or session.state().status is SessionStatus.FAILED:
+            if self.ending or session.state().status is SessionStatus.FAILED:
                 return
             now = ctx.clock()
             turns_left = config.turns == 0 or self._turns_done < config.turns
-            if now >= next_resume:
+            if now >= resume_at:
                 self._resume(session)
-                next_resume = ctx.clock() + every
+                resume_at = ctx.start + next_resume(self.number, every, ctx.clock() - ctx.start)
             elif turns_left and now >= think_until:
                 ok = self._turn(session)
                 # After a failure, pause a little even without think time, so a
@@ -203,9 +290,9 @@ class Driver:
                 pause = config.think_time if ok else max(config.think_time, FAILED_TURN_PAUSE_S)
                 think_until = ctx.clock() + pause
             else:
-                until = min(next_resume, think_until if turns_left else float("inf"),
+                until = min(resume_at, think_until if turns_left else float("inf"),
                             ctx.deadline)
-                ctx.stop.wait(max(0.0, until - now))
+                self.retired.wait(max(0.0, min(until - now, 0.25)))
 
     def _connect_first(self, session: Session) -> bool:
         """Wait until the session first connects; False if it never does in time."""
@@ -236,13 +323,19 @@ class Driver:
                 raise Cancelled from None
             raise
         except SupervisorError as exc:
-            if self.ctx.ending or isinstance(exc, SessionClosed):
+            if self.ending or isinstance(exc, SessionClosed):
                 raise Cancelled from None
             raise
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        kind = "timeout" if isinstance(exc, pykka.Timeout) else type(exc).__name__
-        self.ctx.metrics.error(f"{what}_{kind}")
+        if isinstance(exc, pykka.Timeout) or "Timeout" in type(exc).__name__:
+            kind = "timeout"
+        elif isinstance(exc, HandshakeRefused | ProtocolRefused):
+            kind = "refused"
+        else:
+            kind = type(exc).__name__
+        self.ctx.metrics.count(f"{what}s_failed")
+        self.ctx.metrics.error(f"{what}_{kind}", str(exc) or type(exc).__name__)
 
     # --- resume -----------------------------------------------------------------
 
@@ -250,14 +343,20 @@ class Driver:
         metrics = self.ctx.metrics
         self._thread_index = (self._thread_index + 1) % len(self.threads)
         started = self.ctx.clock()
-        future = session.resume(self.threads[self._thread_index])
+        self._begin()
+        self._resuming = True
+        failed = False
         try:
-            result = self._wait(future, self.ctx.config.connect_timeout + 5.0)
+            result = self._wait(session.resume(self.threads[self._thread_index]),
+                                self.ctx.config.connect_timeout + 5.0)
         except (pykka.Timeout, SupervisorError) as exc:
-            if isinstance(exc, SessionFailed):
-                return  # counted once, as session_failed
-            self._failed("resume", exc)
+            failed = not isinstance(exc, SessionFailed)  # else counted once, as session_failed
+            if failed:
+                self._failed("resume", exc)
             return
+        finally:
+            self._resuming = False
+            self._end(failed=failed)
         if result.superseded:
             return
         connected_at, thread_phase = self._connected.get(result.generation,
@@ -274,14 +373,40 @@ class Driver:
 
     def _turn(self, session: Session) -> bool:
         """One turn; False when it failed."""
-        metrics = self.ctx.metrics
         self._turns_done += 1
+        if self.ctx.scenario is not None:
+            try:
+                self.ctx.scenario(ScenarioSession(self, session))
+            except Cancelled:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's code: counted, the run goes on
+                self.ctx.metrics.error(f"scenario_{type(exc).__name__}", str(exc))
+                return False
+            return True
+        return self.turn(session, self._next_prompt())
+
+    def _next_prompt(self) -> str:
+        """The next prompt of this session's conversation (drawing a new one at its end)."""
+        conversations = self.ctx.conversations
+        if conversations is None:
+            return self.ctx.config.message
+        if self._prompt_index >= len(self._conversation):
+            self._conversation, self._prompt_index = conversations.draw(self.rng), 0
+        prompt = self._conversation[self._prompt_index]
+        self._prompt_index += 1
+        return prompt
+
+    def turn(self, session: Session, text: str) -> bool:
+        """Send ``text`` and wait for the reply, measured; False when the turn failed."""
+        metrics = self.ctx.metrics
         metrics.count("messages_sent")
+        self._begin()
+        failed = False
         try:
             if self.ctx.config.protocol == "chainlit":
-                self._chainlit_turn(session)
+                self._chainlit_turn(session, text)
             else:
-                self._reply_turn(session)
+                self._reply_turn(session, text)
         except Cancelled:
             metrics.count("turns_cancelled")
             raise
@@ -289,15 +414,16 @@ class Driver:
             if isinstance(exc, SessionFailed):
                 metrics.count("turns_cancelled")
                 return False
-            metrics.count("turns_failed")
+            failed = True
             self._failed("turn", exc)
             return False
+        finally:
+            self._end(failed=failed)
         metrics.count("turns")
         return True
 
-    def _chainlit_turn(self, session: Session) -> None:
-        result: TurnResult = self._wait(session.chat(self.ctx.config.message),
-                                        self.ctx.config.turn_timeout)
+    def _chainlit_turn(self, session: Session, text: str) -> None:
+        result: TurnResult = self._wait(session.chat(text), self.ctx.config.turn_timeout)
         metrics = self.ctx.metrics
         if result.first_token_s is not None:
             metrics.count("replies")
@@ -308,7 +434,7 @@ class Driver:
             metrics.record_many("token_gap", result.token_gaps_s)
         metrics.count("tokens", result.tokens)
 
-    def _reply_turn(self, session: Session) -> None:
+    def _reply_turn(self, session: Session, text: str) -> None:
         """websocket / socketio: send, then wait for the reply event."""
         config, inbox = self.ctx.config, self._inbox
         with inbox.cond:
@@ -317,9 +443,10 @@ class Driver:
         try:
             started = self.ctx.clock()
             if config.protocol == "websocket":
-                written = session.send(config.message)
+                written = session.send(text)
             else:
-                written = session.emit(config.emit_event or "message", self._payload(session))
+                written = session.emit(config.emit_event or "message",
+                                       self._payload(session, text))
             first, reply = self._await_reply(config.reply_event, config.turn_timeout, started)
         finally:
             with inbox.cond:
@@ -335,12 +462,11 @@ class Driver:
         if config.protocol == "websocket":
             self._check_echo(reply)
 
-    def _payload(self, session: Session) -> Any:
-        config = self.ctx.config
-        if config.emit_event != "client_message":
-            return config.message
+    def _payload(self, session: Session, text: str) -> Any:
+        if self.ctx.config.emit_event != "client_message":
+            return text
         thread = session.state().thread_id
-        return user_message(config.message, thread, str(uuid.uuid4()), time.time())
+        return user_message(text, thread, str(uuid.uuid4()), time.time())
 
     def _await_reply(self, name: str | None, limit: float,
                      started: float) -> tuple[Event | None, Event | None]:
@@ -358,10 +484,10 @@ class Driver:
                         if name is None or event.name == name:
                             return first, event
                 remaining = end - self.ctx.clock()
-                if remaining <= 0 or self.ctx.stop.is_set():
+                if remaining <= 0 or self.ctx.stop.is_set() or self.retired.is_set():
                     break
                 inbox.cond.wait(min(remaining, 0.25))
-        if self.ctx.ending:
+        if self.ending:
             raise Cancelled
         return first, None
 
@@ -375,4 +501,5 @@ class Driver:
             return
         if isinstance(echoed, dict) and "thread" in echoed and echoed["thread"] != (
                 reply.thread_id or ""):
-            self.ctx.metrics.error("cross_talk")
+            self.ctx.metrics.error("cross_talk", f"reply for thread {echoed['thread']!r} "
+                                   f"arrived on thread {reply.thread_id!r}")

@@ -85,6 +85,8 @@ thead th{color:#5d6670;font-weight:600;font-size:12.5px;border-bottom:1px solid 
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tbody tr:last-child td{border-bottom:none}
 .muted{color:#7a838d}
+td.ok{color:#1a8a47;font-weight:700}td.bad{color:#c62828;font-weight:700}
+td.msg{overflow-wrap:anywhere;color:#434b55;font-size:13px}
 footer{color:#6b737d;font-size:12.5px;text-align:center;margin-top:8px}
 @media (max-width:900px){.cards{grid-template-columns:repeat(3,1fr)}
 .grid3,.split{grid-template-columns:1fr}header{flex-direction:column}}
@@ -215,6 +217,47 @@ def _tally(counts: Any, what: str) -> str:
     return _table(((kind, _count(n)) for kind, n in items), (what, "count"))
 
 
+def _thresholds(report: Mapping[str, Any]) -> str:
+    """Each threshold with its measured figure and a check or a cross."""
+    raw = report.get("thresholds")
+    items = [item for item in raw if isinstance(item, Mapping)] if isinstance(raw, list) else []
+    if not items:
+        return ""
+    rows = []
+    for item in items:
+        ok = item.get("ok")
+        mark = _either(ok, ('<td class="ok">✓</td>'), ('<td class="bad">✗</td>'),
+                       f"<td>{DASH}</td>")
+        value = _number(item.get("value"))
+        shown = ("no samples" if value is None else f"{_ms(value)} ms"
+                 if item.get("unit") == "ms" else _percent(value))
+        rows.append(f'<tr>{mark}<td><code>{escape(str(item.get("expression", "")))}</code></td>'
+                    f'<td class="n">{shown}</td></tr>')
+    table = ('<table class="thresholds"><thead><tr><th></th><th>threshold</th>'
+             f'<th class="n">measured</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return _panel("Thresholds", table, "each must hold for the run to pass")
+
+
+def _error_details(report: Mapping[str, Any], counts: Mapping[str, Any]) -> str:
+    """Per error kind: count, first and last seen, a sample message (older reports: counts)."""
+    errors = _dict(report.get("errors"))
+    details = _dict(errors.get("by_kind"))
+    if not details:
+        return _tally(counts.get("errors"), "error kind")
+    ordered = sorted(details.items(), key=lambda item: -(_number(_dict(item[1]).get("count"))
+                                                          or 0.0))
+    rows = "".join(
+        f'<tr><td><code>{escape(str(kind))}</code></td>'
+        f'<td class="n">{_count(_dict(detail).get("count"))}</td>'
+        f'<td class="n">{_seconds(_dict(detail).get("first_seen_s"))}</td>'
+        f'<td class="n">{_seconds(_dict(detail).get("last_seen_s"))}</td>'
+        f'<td class="msg">{escape(str(_dict(detail).get("message", "")))}</td></tr>'
+        for kind, detail in ordered)
+    return ('<table><thead><tr><th>kind</th><th class="n">count</th><th class="n">first</th>'
+            '<th class="n">last</th><th>sample message</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
 def _latency_table(latency: Mapping[str, Any]) -> str:
     names = [*LATENCY_NAMES, *sorted(k for k in latency if k not in LATENCY_NAMES)]
     head = "".join(f'<th class="n">{escape(c)}</th>' for c in LATENCY_COLUMNS)
@@ -325,6 +368,9 @@ def _header(report: Mapping[str, Any]) -> str:
     detail = f"error rate {_percent(outcome.get('error_rate'))} · {limit_text}"
     if outcome.get("interrupted"):
         detail += " · interrupted"
+    if outcome.get("stopped_because") == "no_session_connected":
+        badge = ("fail", "NO SESSION CONNECTED")
+        detail = escape(str(outcome.get("hint") or "no session ever connected"))
     return (f'<header><div><h1>Load test: <code>{url_text}</code></h1>'
             f'<p class="sub">{" · ".join(facts)}</p><p class="sub">{meta}</p></div>'
             f'<div class="verdict"><span class="badge {badge[0]}">{badge[1]}</span>'
@@ -370,17 +416,25 @@ def _summary(report: Mapping[str, Any]) -> str:
     rate_rows = [(label, _rate(value)) for label, value
                  in _known_then_rest(_dict(report.get("rates")), RATE_ROWS,
                                     frozenset(key for key, _ in RATE_ROWS))]
-    session_rows = ((label, _count(value)) for label, value
-                    in _known_then_rest(sessions, SESSION_ROWS))
+    session_rows = ((label, _percent(value) if label.endswith(" ratio") else _count(value))
+                    for label, value in _known_then_rest(sessions, SESSION_ROWS))
     return "".join((
         '<div class="grid3"><div>', _panel("Sessions", _table(session_rows)),
         _panel("Rates", _table(rate_rows), "whole run"), "</div><div>",
         _panel("Counts", _table(count_rows)), "</div><div>",
-        _panel("Errors", _tally(errors, "error kind")),
         _panel("Reconnects", _tally(counts.get("reconnects_by_reason"), "reason")),
         "</div></div>",
+        _panel("Errors", _error_details(report, counts), _error_note(report)),
         _panel("Latency", _latency_table(_dict(report.get("latency_ms"))),
                "ms over the whole run; — where there was no sample")))
+
+
+def _error_note(report: Mapping[str, Any]) -> str:
+    errors = _dict(report.get("errors"))
+    if _number(errors.get("operations")) is None:
+        return ""
+    return (f"{_count(errors.get('count'))} failed of {_count(errors.get('operations'))} "
+            f"operations: {_percent(errors.get('ratio'))}")
 
 
 def _run_facts(report: Mapping[str, Any]) -> str:
@@ -420,7 +474,7 @@ def render_html(report: dict[str, Any]) -> str:
     target = _dict(report.get("target"))
     title = f"Load test: {target.get('url') or DASH} ({report.get('started_at') or DASH})"
     body = "".join((
-        _header(report), _cards(report), _plots(report), _summary(report),
+        _header(report), _cards(report), _thresholds(report), _plots(report), _summary(report),
         _run_facts(report), _settings(report),
         "<footer>supervisor loadtest · self-contained report: no network needed to view</footer>",
     ))

@@ -42,6 +42,27 @@ PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 MAX_REASONS = 20
 """Distinct reconnect reasons kept; further ones are counted under ``"other"``."""
 
+MAX_ERROR_KINDS = 30
+"""Distinct error kinds kept with details; further ones are counted under ``"other"``."""
+
+MAX_MESSAGE_CHARS = 300
+"""A sample error message is cut to this length."""
+
+
+@dataclass(slots=True)
+class ErrorDetail:
+    """One error kind: how often, a sample message, when first and last seen."""
+
+    count: int
+    message: str
+    first_seen_s: float
+    last_seen_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "message": self.message,
+                "first_seen_s": round(self.first_seen_s, 3),
+                "last_seen_s": round(self.last_seen_s, 3)}
+
 
 def new_histogram() -> HdrHistogram:
     """An empty histogram of microseconds, 1 µs to one hour, 3 significant digits."""
@@ -103,8 +124,16 @@ class _SessionBook:
     connected: set[str] = field(default_factory=set)
     ever_connected: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
+    retired: set[str] = field(default_factory=set)
+    """Closed early by the load shape (never failures)."""
+    started_at: dict[str, float] = field(default_factory=dict)
+    """Each session's start, by id, in seconds into the run."""
+    cut: set[str] = field(default_factory=set)
+    """Still connecting when the run ended, within their connect timeout: not failures."""
     peak: int = 0
     started: int = 0
+    first_started_at: float | None = None
+    """Seconds into the run when the first session started."""
     first_connected_at: float | None = None
     first_failure: str | None = None
 
@@ -123,7 +152,9 @@ class Metrics:
         self._current = {name: new_histogram() for name in INTERVAL_LATENCIES}
         self._spare = {name: new_histogram() for name in INTERVAL_LATENCIES}
         self._counts: Counter[str] = Counter()
-        self._errors: Counter[str] = Counter()
+        self._errors: dict[str, ErrorDetail] = {}
+        self._errors_rolled: Counter[str] = Counter()
+        self._evidence: Counter[str] = Counter()
         self._reasons: Counter[str] = Counter()
         self._sessions = _SessionBook()
         self._rolled_counts: Counter[str] = Counter()
@@ -162,10 +193,18 @@ class Metrics:
         with self._lock:
             self._counts[name] += n
 
-    def error(self, kind: str) -> None:
-        """One error of ``kind`` (an exception type name or a short label)."""
+    def error(self, kind: str, message: str = "") -> None:
+        """One error of ``kind`` (a short label), with a sample ``message`` for the report."""
+        at = self._clock() - self.started_at
         with self._lock:
-            self._errors[kind] += 1
+            if kind not in self._errors and len(self._errors) >= MAX_ERROR_KINDS:
+                kind = "other"
+            detail = self._errors.get(kind)
+            if detail is None:
+                self._errors[kind] = ErrorDetail(1, message[:MAX_MESSAGE_CHARS] or kind, at, at)
+            else:
+                detail.count += 1
+                detail.last_seen_s = at
             self._counts["errors"] += 1
 
     def reconnect(self, reason: str) -> None:
@@ -178,9 +217,40 @@ class Metrics:
 
     # --- sessions ---------------------------------------------------------------
 
-    def session_started(self) -> None:
+    def session_started(self, session_id: str | None = None) -> None:
+        at = self._clock() - self.started_at
         with self._lock:
             self._sessions.started += 1
+            if self._sessions.first_started_at is None:
+                self._sessions.first_started_at = at
+            if session_id is not None:
+                self._sessions.started_at[session_id] = at
+
+    def session_retired(self, session_id: str) -> None:
+        """The load shape closed this session on purpose."""
+        with self._lock:
+            self._sessions.retired.add(session_id)
+
+    def settle_never_connected(self, grace_s: float) -> int:
+        """At the end: count sessions that never connected as failed, one error each.
+
+        Left out: sessions the load shape retired (closed on purpose), and those
+        started less than ``grace_s`` (the connect timeout) before the end, which
+        were still within their time to connect when the run stopped.
+        """
+        now = self._clock() - self.started_at
+        with self._lock:
+            book = self._sessions
+            waiting = [sid for sid in book.started_at
+                       if sid not in book.ever_connected and sid not in book.failed
+                       and sid not in book.retired]
+            never = [sid for sid in waiting if now - book.started_at[sid] >= grace_s]
+            book.failed.update(never)
+            book.cut.update(set(waiting) - set(never))
+        for _ in never:
+            self.error("session_never_connected", "the session never connected before the "
+                       "run ended")
+        return len(never)
 
     def session_connected(self, session_id: str) -> None:
         with self._lock:
@@ -203,17 +273,29 @@ class Metrics:
             if book.first_failure is None and reason:
                 book.first_failure = reason
 
-    def note_failure_reason(self, reason: str) -> None:
-        """Remember the first reason a handshake failed (for 'nothing connected' messages)."""
+    def note_failure_reason(self, reason: str, error: str | None = None) -> None:
+        """A handshake or connection failed: evidence for the 'nothing connected' hint."""
+        key = f"{error or 'error'}: {reason}"[:MAX_MESSAGE_CHARS]
         with self._lock:
             if self._sessions.first_failure is None:
                 self._sessions.first_failure = reason
+            if key in self._evidence or len(self._evidence) < MAX_REASONS:
+                self._evidence[key] += 1
+
+    def evidence(self) -> dict[str, int]:
+        """How often each ``"ErrorType: reason"`` of a failed handshake or connection was seen."""
+        with self._lock:
+            return dict(self._evidence)
 
     # --- reading ----------------------------------------------------------------
 
     @property
     def first_connected_at(self) -> float | None:
         return self._sessions.first_connected_at
+
+    @property
+    def first_started_at(self) -> float | None:
+        return self._sessions.first_started_at
 
     @property
     def first_failure(self) -> str | None:
@@ -232,7 +314,8 @@ class Metrics:
         """
         with self._lock:
             book = self._sessions
-            never = book.started - len(book.ever_connected | book.failed)
+            never = book.started - len(book.ever_connected | book.failed | book.retired
+                                       | book.cut)
             return {"started": book.started, "connected_peak": book.peak,
                     "connected": len(book.connected), "failed": len(book.failed) + never,
                     "gave_up": len(book.failed)}
@@ -242,8 +325,14 @@ class Metrics:
             return dict(self._counts)
 
     def errors(self) -> dict[str, int]:
+        """Errors by kind: how many."""
         with self._lock:
-            return dict(self._errors)
+            return {kind: detail.count for kind, detail in self._errors.items()}
+
+    def error_details(self) -> dict[str, dict[str, Any]]:
+        """Errors by kind: ``count``, sample ``message``, ``first_seen_s``, ``last_seen_s``."""
+        with self._lock:
+            return {kind: detail.as_dict() for kind, detail in self._errors.items()}
 
     def reasons(self) -> dict[str, int]:
         with self._lock:
@@ -265,6 +354,10 @@ class Metrics:
             counts = Counter(self._counts)
             delta = {name: counts[name] - self._rolled_counts[name] for name in INTERVAL_COUNTS}
             self._rolled_counts = counts
+            errors = Counter({kind: detail.count for kind, detail in self._errors.items()})
+            by_kind = {kind: n - self._errors_rolled[kind] for kind, n in errors.items()
+                       if n > self._errors_rolled[kind]}
+            self._errors_rolled = errors
             length = max(1e-9, now - self._rolled_at)
             self._rolled_at = now
             active = len(self._sessions.connected)
@@ -272,6 +365,7 @@ class Metrics:
         record: dict[str, Any] = {"t": round(now - self.started_at, 3),
                                   "length_s": round(length, 3), "active_sessions": active}
         record.update(delta)
+        record["errors_by_kind"] = by_kind
         record["latency_ms"] = {name: _p50_p99(histogram) for name, histogram in finished.items()}
         for histogram in finished.values():
             histogram.reset()

@@ -133,6 +133,50 @@ class Progress:
         return table
 
 
+def fmt_value(value: float | None, unit: str) -> str:
+    """A threshold's measured figure: milliseconds, or a ratio as a percentage."""
+    if value is None:
+        return "no samples"
+    return f"{fmt_ms(value)} ms" if unit == "ms" else f"{value:.2%}"
+
+
+def fmt_threshold(item: Mapping[str, Any]) -> str:
+    """``turn.p99<2s (measured 2,345 ms)``."""
+    return f"{item['expression']} (measured {fmt_value(item['value'], item.get('unit', ''))})"
+
+
+def _thresholds(report: Mapping[str, Any]) -> Table:
+    verdict = report["exit"]
+    passed = verdict["passed"]
+    title = ("thresholds: " + ("PASSED" if passed else "FAILED")) if verdict["status"] != 3 else (
+        "no session connected: NO VERDICT")
+    table = Table(title=title, title_justify="left", title_style="bold green" if passed
+                  else "bold red")
+    table.add_column("")
+    table.add_column("threshold", style="bold")
+    table.add_column("measured", justify="right")
+    for item in report["thresholds"]:
+        mark = Text("✓", style="green") if item["ok"] else Text("✗", style="bold red")
+        table.add_row(mark, item["expression"], fmt_value(item["value"], item.get("unit", "")))
+    return table
+
+
+def _error_details(report: Mapping[str, Any]) -> Table | Text:
+    errors = report["errors"]
+    if not errors["by_kind"]:
+        return Text(f"errors: none in {errors['operations']} operations")
+    table = Table(title=f"errors: {errors['count']} in {errors['operations']} operations "
+                        f"({errors['ratio']:.2%})", title_justify="left")
+    for column, justify in (("kind", "left"), ("count", "right"), ("first", "right"),
+                            ("last", "right"), ("sample message", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    ordered = sorted(errors["by_kind"].items(), key=lambda item: -item[1]["count"])
+    for kind, detail in ordered:
+        table.add_row(kind, str(detail["count"]), f"{detail['first_seen_s']:.1f}s",
+                      f"{detail['last_seen_s']:.1f}s", detail["message"])
+    return table
+
+
 def _counted(values: Mapping[str, int]) -> str:
     if not values:
         return "none"
@@ -143,7 +187,7 @@ def _counted(values: Mapping[str, int]) -> str:
 def summary(report: Mapping[str, Any]) -> Group:
     """The end-of-run tables: sessions and counts, then latency percentiles."""
     target, sessions, counts = report["target"], report["sessions"], report["counts"]
-    rates, resources, verdict = report["rates"], report["resources"], report["exit"]
+    rates, resources = report["rates"], report["resources"]
     where = f"{target['url']} ({'embedded target' if target['embedded'] else 'target'})"
     table = Table(title=f"{target['protocol']} load test of {where}: {report['duration_s']:.1f}s",
                   show_header=False, title_justify="left")
@@ -161,14 +205,14 @@ def summary(report: Mapping[str, Any]) -> Group:
     table.add_row("handshakes", f"{counts['handshakes']} ({rates['handshakes_per_s']:.1f}/s), "
                                 f"{counts['restarts']} restarts")
     table.add_row("resumes", f"{counts['resumes']} ({rates['resumes_per_s']:.1f}/s), "
+                             f"{counts['resumes_failed']} failed, "
                              f"{counts['threads_not_found']} to threads not found yet")
     table.add_row("reconnects", _counted(counts["reconnects_by_reason"]))
     table.add_row("stale frames", f"{counts['stale_frames_dropped']} dropped")
     table.add_row("errors", _counted(counts["errors"]))
-    threshold = verdict["fail_on_error_rate"]
-    judged = ("" if threshold is None else
-              f" (limit {threshold:.2%}: {'passed' if verdict['passed'] else 'FAILED'})")
-    table.add_row("error rate", f"{verdict['error_rate']:.2%}{judged}")
+    errors = report["errors"]
+    table.add_row("error rate", f"{errors['ratio']:.2%} ({errors['count']} failed of "
+                                f"{errors['operations']} operations)")
     target_rss = resources.get("target_rss_peak_mib")
     table.add_row("resources", f"RSS peak {resources['rss_peak_mib']} MiB"
                                + (f" (target {target_rss} MiB)" if target_rss else "")
@@ -183,4 +227,5 @@ def summary(report: Mapping[str, Any]) -> Group:
         latency.add_row(name, str(figures["count"]),
                         *(fmt_ms(figures[key]) for key in ("p50", "p90", "p99", "p99.9", "max",
                                                            "mean")))
-    return Group(table, Text(""), latency)
+    return Group(table, Text(""), latency, Text(""), _error_details(report), Text(""),
+                 _thresholds(report))

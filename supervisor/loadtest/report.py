@@ -20,8 +20,10 @@ from typing import Any, cast
 
 from supervisor.loadtest.config import LoadTestConfig
 from supervisor.loadtest.metrics import INTERVAL_COUNTS, INTERVAL_LATENCIES, Metrics
+from supervisor.loadtest.thresholds import judge
 
 REPORT_VERSION = 1
+EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +40,36 @@ class RunFacts:
     target_rss_peak_mib: float | None
     stopped_because: str
     """``"duration"``, ``"interrupted"`` or ``"no_session_connected"``."""
+    wanted_end: int | None = None
+    """Sessions the load shape wanted at the end (None: ``--sessions``)."""
+    hint: str | None = None
+    """Why no session connected, from the evidence (see ``verdict.no_connect_hint``)."""
 
 
-def error_rate(counts: Mapping[str, Any], sessions: Mapping[str, Any]) -> float:
-    """(failed turns + failed sessions) / (attempted turns + started sessions).
+def operations(counts: Mapping[str, Any], sessions: Mapping[str, Any]) -> int:
+    """Operations attempted: sessions started, turns, resumes and reconnects.
 
-    An attempted turn is one that completed or failed; turns cut short by the
-    end of the run (or Ctrl-C) are neither. A failed session is one the restart
-    policy gave up on, or one that never connected.
+    A turn or resume counts when it completed or failed; those cut short by the
+    end of the run (or Ctrl-C) are neither. A reconnect is a restart the
+    supervisor made after a connection was lost.
     """
-    failed = counts.get("turns_failed", 0) + sessions.get("failed", 0)
-    attempted = (counts.get("turns", 0) + counts.get("turns_failed", 0)
-                 + sessions.get("started", 0))
-    return round(failed / attempted, 6) if attempted else 0.0
+    return int(sessions.get("started", 0) + counts.get("turns", 0)
+               + counts.get("turns_failed", 0) + counts.get("resumes", 0)
+               + counts.get("resumes_failed", 0) + counts.get("restarts", 0))
+
+
+def error_rate(failures: int, attempted: int) -> float:
+    """Failed operations over attempted ones (0 when nothing was attempted).
+
+    Each failure is counted once, as one error of one kind (``docs/load-testing.md``
+    lists them): a failed session, turn or resume, or a connection lost or
+    handshake failed outside any of those.
+    """
+    return round(min(1.0, failures / attempted), 6) if attempted else 0.0
+
+
+def _ratio(part: float, whole: float, empty: float) -> float:
+    return round(part / whole, 6) if whole else empty
 
 
 def _resources(config: LoadTestConfig, target_rss: float | None) -> dict[str, Any]:
@@ -68,11 +87,12 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
     """The report dict (see the module docstring)."""
     figures = metrics.session_figures()
     counts = metrics.counts()
-    sessions = {"requested": config.sessions, "started": figures["started"],
+    sessions: dict[str, Any] = {"requested": config.sessions, "started": figures["started"],
                 "connected_peak": figures["connected_peak"],
                 "connected_end": facts.connected_end, "failed": figures["failed"]}
-    names = ("handshakes", "connects", "resumes", "threads_not_found", "messages_sent", "replies",
-             "turns", "turns_failed", "turns_cancelled", "tokens", "restarts")
+    names = ("handshakes", "connects", "resumes", "resumes_failed", "threads_not_found",
+             "messages_sent", "replies", "turns", "turns_failed", "turns_cancelled", "tokens",
+             "restarts", "connections_lost")
     report_counts: dict[str, Any] = {name: counts.get(name, 0) for name in names}
     report_counts["reconnects_by_reason"] = metrics.reasons()
     report_counts["stale_frames_dropped"] = facts.stale_frames_dropped
@@ -81,9 +101,16 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
     rates = {f"{rate}_per_s": round(counts.get(name, 0) / duration, 3)
              for rate, name in (("turns", "turns"), ("messages", "messages_sent"),
                                 ("resumes", "resumes"), ("handshakes", "handshakes"))}
-    rate = error_rate(report_counts, sessions)
-    threshold = config.fail_on_error_rate
-    return {
+    details = metrics.error_details()
+    failures = sum(detail["count"] for detail in details.values())
+    attempted = operations(report_counts, sessions)
+    rate = error_rate(failures, attempted)
+    wanted_end = facts.wanted_end if facts.wanted_end is not None else config.sessions
+    sessions["failed_ratio"] = _ratio(sessions["failed"], sessions["started"], 0.0)
+    sessions["connected_ratio"] = _ratio(facts.connected_end, wanted_end, 1.0)
+    sessions["peak_ratio"] = _ratio(figures["connected_peak"], config.sessions, 1.0)
+    sessions["wanted_end"] = wanted_end
+    report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "settings": config.settings(),
         "target": {"url": facts.target_url, "protocol": config.protocol,
@@ -94,26 +121,47 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
         "counts": report_counts,
         "rates": rates,
         "latency_ms": metrics.latencies(),
+        "errors": {"ratio": rate, "count": failures, "operations": attempted,
+                   "by_kind": details},
         "intervals": list(metrics.intervals),
         "resources": _resources(config, facts.target_rss_peak_mib),
-        "exit": {"error_rate": rate, "fail_on_error_rate": threshold,
-                 "passed": threshold is None or rate <= threshold,
-                 "stopped_because": facts.stopped_because,
-                 "interrupted": facts.interrupted},
     }
+    report["thresholds"] = judge(config.thresholds, report)
+    connected = facts.stopped_because != "no_session_connected"
+    report["exit"] = {"error_rate": rate, "fail_on_error_rate": config.fail_on_error_rate,
+                      "passed": connected and all(item["ok"] for item in report["thresholds"]),
+                      "status": exit_status(facts.stopped_because, report["thresholds"]),
+                      "stopped_because": facts.stopped_because,
+                      "interrupted": facts.interrupted, "hint": facts.hint}
+    return report
+
+
+def exit_status(stopped_because: str, thresholds: list[dict[str, Any]]) -> int:
+    """3 when no session ever connected, 1 when a threshold failed, else 0."""
+    if stopped_because == "no_session_connected":
+        return EXIT_UNREACHABLE
+    return EXIT_OK if all(item["ok"] for item in thresholds) else EXIT_THRESHOLD
 
 
 def csv_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The interval series flattened: a header and one row per interval."""
+    """The interval series flattened: a header and one row per interval.
+
+    After the counts and latencies, one ``errors.KIND`` column per error kind
+    of the run, so errors by kind can be plotted over time.
+    """
     header = ["t", "length_s", "active_sessions", *INTERVAL_COUNTS]
     for name in INTERVAL_LATENCIES:
         header.extend((f"{name}_p50_ms", f"{name}_p99_ms"))
+    kinds = sorted(report.get("errors", {}).get("by_kind", {}))
+    header.extend(f"errors.{kind}" for kind in kinds)
     rows = []
     for interval in report["intervals"]:
         row = [interval.get(column) for column in header[:3 + len(INTERVAL_COUNTS)]]
         for name in INTERVAL_LATENCIES:
             figures = interval["latency_ms"].get(name, {})
             row.extend((figures.get("p50"), figures.get("p99")))
+        by_kind = interval.get("errors_by_kind", {})
+        row.extend(by_kind.get(kind, 0) for kind in kinds)
         rows.append(row)
     return header, rows
 

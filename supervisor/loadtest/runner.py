@@ -2,11 +2,13 @@
 
 The main thread only keeps time: it closes metric intervals, watches for a run
 where nothing connects, and ends the run at the deadline or on Ctrl-C. Sessions
-are started by one spawner thread, paced at ``--spawn-rate``; each is played by a
+are started and retired by one shaper thread, following the load shape
+(:mod:`~supervisor.loadtest.shape`); each is played by a
 :class:`~supervisor.loadtest.driver.Driver`.
 
-Exit statuses: 0 done, 1 error rate above ``--fail-on-error-rate``, 2 bad input,
-3 target unreachable or no session ever connected.
+Exit statuses: 0 passed, 1 a threshold failed (``--threshold``,
+``--fail-on-error-rate``), 2 bad input, 3 target unreachable or no session ever
+connected, whatever the run's length.
 """
 
 from __future__ import annotations
@@ -26,8 +28,17 @@ from supervisor.errors import HandshakeError, HandshakeRefused
 from supervisor.loadtest.config import LoadTestConfig
 from supervisor.loadtest.driver import Driver, RunContext
 from supervisor.loadtest.metrics import Metrics
-from supervisor.loadtest.progress import Progress, summary
-from supervisor.loadtest.report import RunFacts, build_report, write_reports
+from supervisor.loadtest.progress import Progress, fmt_threshold, summary
+from supervisor.loadtest.report import (
+    EXIT_OK,
+    EXIT_THRESHOLD,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    RunFacts,
+    build_report,
+    write_reports,
+)
+from supervisor.loadtest.shape import Shape
 from supervisor.loadtest.target import (
     EmbeddedTarget,
     TargetError,
@@ -35,10 +46,12 @@ from supervisor.loadtest.target import (
     embedded_arguments,
     session_url,
 )
+from supervisor.loadtest.verdict import no_connect_hint
 from supervisor.policy import RestartPolicy
 from supervisor.supervisor import Supervisor
 
-EXIT_OK, EXIT_ERROR_RATE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+__all__ = ["EXIT_OK", "EXIT_THRESHOLD", "EXIT_UNREACHABLE", "EXIT_USAGE", "run"]
+
 PROG = "supervisor loadtest"
 NO_CONNECT_MARGIN_S = 3.0
 """Beyond the connect timeout, how long a run may go without any session connected."""
@@ -110,6 +123,7 @@ class LoadTest:
         self.out, self.err = out, err
         self.rng = random.Random(config.seed)
         self.metrics = Metrics(config.sessions, config.interval)
+        self.shape: Shape = config.shape
         self.stop = threading.Event()
         self.interrupted = False
         self.drivers: list[tuple[Driver, threading.Thread]] = []
@@ -142,17 +156,20 @@ class LoadTest:
         supervisor = Supervisor.start(policy)
         progress = Progress(self.metrics, config, self.out)
         where = f"{self.base_url} ({'embedded target' if config.embedded else 'target'})"
-        progress.note(f"{PROG}: {config.protocol} load test of {where}: {config.sessions} "
-                      f"sessions at {config.spawn_rate:g}/s for {config.duration:g}s; "
-                      "Ctrl-C stops it")
+        load = (f"stages {','.join(f'{st.seconds:g}s:{st.sessions}' for st in config.stages)}"
+                if config.stages else f"{config.sessions} sessions at {config.spawn_rate:g}/s")
+        progress.note(f"{PROG}: {config.protocol} load test of {where}: {load} for "
+                      f"{config.duration:g}s; Ctrl-C stops it")
         previous = self._install_signals()
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.metrics.restart_clock()
         start = time.monotonic()
         ctx = RunContext(config, self.metrics, supervisor, session_url(config, self.base_url),
-                         self.stop, start + config.duration, self.credentials)
-        spawner = threading.Thread(target=self._spawn, args=(ctx, start), daemon=True,
-                                   name="loadtest-spawner")
+                         self.stop, start + config.duration, self.credentials, start=start,
+                         conversations=config.messages,
+                         scenario=config.scenario.function if config.scenario else None)
+        spawner = threading.Thread(target=self._shape_load, args=(ctx, start), daemon=True,
+                                   name="loadtest-shaper")
         progress.start()
         try:
             spawner.start()
@@ -162,6 +179,7 @@ class LoadTest:
             ended = time.monotonic()
             spawner.join(timeout=2.0)
             connected_end = self.metrics.connected_now()
+            wanted_end = self.shape.wanted_at(ended - start)
             self.metrics.roll()  # the last, partial interval
             progress.stop()
             supervisor.stop(timeout=config.stop_timeout)
@@ -169,23 +187,49 @@ class LoadTest:
             self._restore_signals(previous)
         if self.target is not None:
             self.target.stop()
+        if because == "duration" and self.metrics.first_connected_at is None and (
+                self.metrics.session_figures()["started"]):
+            because = "no_session_connected"  # however short the run was
+        hint = None
+        if because == "no_session_connected":
+            hint = no_connect_hint(self.metrics.evidence(), config.protocol,
+                                   config.connect_timeout)
+        # Nothing ever connected: every session failed, however young.
+        self.metrics.settle_never_connected(0.0 if hint is not None else config.connect_timeout)
         facts = RunFacts(self.base_url, started_at, ended - start, connected_end, stale,
                          self.interrupted, self.target.rss_peak_mib if self.target else None,
-                         because)
+                         because, wanted_end, hint)
         return self._conclude(build_report(config, self.metrics, facts), progress)
 
-    def _spawn(self, ctx: RunContext, start: float) -> None:
-        """Start sessions at the spawn rate; bounded by --sessions and by the run's end."""
-        period = 1.0 / self.config.spawn_rate
-        for index in range(self.config.sessions):
-            delay = start + index * period - time.monotonic()
-            if (delay > 0 and self.stop.wait(delay)) or ctx.ending:
+    def _shape_load(self, ctx: RunContext, start: float) -> None:
+        """Start and retire sessions to follow the load shape, until the run ends.
+
+        Bounded: one pass per tick for the run's duration, and each pass starts
+        at most the sessions the shape wants (never more than its peak in all
+        for the plain ramp, one per wanted session for stages).
+        """
+        active: list[Driver] = []  # started and not retired, oldest first
+        number = 0
+        for _ in range(int(self.config.duration / TICK_S) + 2):
+            if ctx.ending:
                 return
-            driver = Driver(ctx, index + 1, random.Random(self.rng.getrandbits(64)))
-            thread = threading.Thread(target=driver.run, daemon=True, name=f"driver-{index + 1}")
-            with self._drivers_lock:
-                self.drivers.append((driver, thread))
-            thread.start()
+            wanted = self.shape.wanted_at(time.monotonic() - start)
+            if self.shape.spawn_rate and number >= self.shape.peak:
+                return  # the plain ramp starts each session once, never replaces one
+            while len(active) < wanted and not ctx.ending:
+                number += 1
+                driver = Driver(ctx, number, random.Random(self.rng.getrandbits(64)))
+                thread = threading.Thread(target=driver.run, daemon=True, name=f"driver-{number}")
+                with self._drivers_lock:
+                    self.drivers.append((driver, thread))
+                active.append(driver)
+                thread.start()
+            while len(active) > wanted:
+                retired = active.pop()  # the newest goes first
+                self.metrics.session_retired(retired.session_id)
+                retired.retire()
+            if self.stop.wait(TICK_S):
+                return
 
     def _keep_time(self, ctx: RunContext, start: float, progress: Progress) -> str:
         """Roll intervals until the deadline, Ctrl-C, or a run where nothing connects."""
@@ -215,12 +259,13 @@ class LoadTest:
         return "duration"
 
     def _nothing_connects(self, elapsed: float) -> bool:
-        figures = self.metrics.session_figures()
-        if figures["started"] == 0:
-            return False
-        gave_up = figures["gave_up"]
+        """Whether to stop early: sessions given up on, or none connected in time."""
+        first = self.metrics.first_started_at
+        if first is None:
+            return False  # a shape may start its first session late
+        gave_up = self.metrics.session_figures()["gave_up"]
         return (gave_up >= min(GIVE_UPS_BEFORE_VERDICT, self.config.sessions)
-                or elapsed > self.config.connect_timeout + NO_CONNECT_MARGIN_S)
+                or elapsed - first > self.config.connect_timeout + NO_CONNECT_MARGIN_S)
 
     def _finish_drivers(self) -> int:
         """Wait (bounded) for the drivers; the stale frames their sessions dropped."""
@@ -237,31 +282,18 @@ class LoadTest:
             fail(problem, self.err)
         progress.console.print(summary(report))
         verdict = report["exit"]
-        if verdict["stopped_because"] == "no_session_connected":
+        status: int = verdict["status"]
+        if status == EXIT_UNREACHABLE:
             gave_up = self.metrics.session_figures()["gave_up"]
             why = self.metrics.first_failure or "no handshake completed"
             when = (f"{gave_up} sessions failed" if gave_up >= GIVE_UPS_BEFORE_VERDICT else
-                    f"within {self.config.connect_timeout + NO_CONNECT_MARGIN_S:g}s")
-            fail(f"no session connected, {when} ({why}): {self._no_connect_hint(why)}",
-                 self.err)
-            return EXIT_UNREACHABLE
-        if not verdict["passed"]:
-            fail(f"error rate {verdict['error_rate']:.2%} is above --fail-on-error-rate "
-                 f"{verdict['fail_on_error_rate']:.2%} (see the errors in the report)", self.err)
-            return EXIT_ERROR_RATE
-        return EXIT_OK
-
-    def _no_connect_hint(self, why: str) -> str:
-        lowered = why.lower()
-        if any(word in lowered for word in ("401", "authenticat", "authoriz", "credential")):
-            return ("the server refused the credentials (check --login USER:PASSWORD or "
-                    "--jwt-secret)")
-        protocol = self.config.protocol
-        if protocol == "websocket":
-            return ("is --protocol websocket right for this server? (it needs a WebSocket "
-                    "endpoint URL, e.g. ws://HOST:PORT/ws/echo)")
-        return (f"is --protocol {protocol} right for this server? (chainlit and socketio "
-                "need the server's base URL, e.g. http://HOST:PORT)")
+                    f"in {report['duration_s']:g}s")
+            fail(f"no session connected, {when} ({why}): {verdict['hint']}", self.err)
+        elif status == EXIT_THRESHOLD:
+            failed = [item for item in report["thresholds"] if not item["ok"]]
+            fail("failed " + ", ".join(fmt_threshold(item) for item in failed)
+                 + " (see the errors in the summary)", self.err)
+        return status
 
     # --- signals ------------------------------------------------------------------
 

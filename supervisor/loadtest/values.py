@@ -9,6 +9,7 @@ returns the typed value or raises :class:`ConfigError`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,47 @@ def at_least(minimum: float, *, strict: bool = False,
     return convert
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_EXAMPLES = "e.g. 30, 30s, 500ms, 2m or 1h30m"
+
+
+def parse_duration(value: Any, source: str) -> float:
+    """Seconds from a number (seconds) or units: ``500ms``, ``30s``, ``2m``, ``1h30m``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{source} must be a duration, got {value!r}", DURATION_EXAMPLES)
+    if isinstance(value, int | float):
+        result = float(value)
+    else:
+        raw = str(value).strip().lower()
+        try:
+            result = float(raw)
+        except ValueError:
+            parts = _DURATION_PART.findall(raw)
+            if not raw or "".join(number + unit for number, unit in parts) != raw:
+                raise ConfigError(f"{source} must be a duration, got {_shown(value)}",
+                                  f"give seconds or units, {DURATION_EXAMPLES}") from None
+            result = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if not math.isfinite(result):
+        raise ConfigError(f"{source} must be a finite duration, got {_shown(value)}",
+                          DURATION_EXAMPLES)
+    return result
+
+
+def duration(minimum: float = 0.0, *, strict: bool = False) -> Callable[[Any, str], float]:
+    """A converter for durations ``>= minimum`` seconds (``> minimum`` when ``strict``)."""
+    bound = f"above {minimum:g}s" if strict else f"of {minimum:g}s or more"
+
+    def convert(value: Any, source: str) -> float:
+        result = parse_duration(value, source)
+        if result < minimum or (strict and result == minimum):
+            raise ConfigError(f"{source} must be a duration {bound}, got {_shown(value)}",
+                              f"give a duration {bound}, {DURATION_EXAMPLES}")
+        return result
+
+    return convert
+
+
 def fraction(value: Any, source: str) -> float:
     """A number within [0, 1]."""
     result = _number(value, source, whole=False)
@@ -144,7 +186,10 @@ def choice(options: Sequence[str]) -> Callable[[Any, str], str]:
 def check_target_url(value: str, source: str) -> str:
     """An absolute http(s)/ws(s) URL with a host (and a valid port, if any)."""
     fix = "give a URL like http://127.0.0.1:8000 or ws://127.0.0.1:8000/ws/echo"
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: 'http://[::1'
+        raise ConfigError(f"{source} is not a valid URL ({exc}): {value!r}", fix) from None
     if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
         raise ConfigError(f"{source} must be an http, https, ws or wss URL with a host, "
                           f"got {value!r}", fix)

@@ -16,6 +16,7 @@ import socketio  # type: ignore[import-untyped]
 from supervisor.target.chat import ChainlitChat
 from supervisor.target.faults import LINK_SCOPE_KEY, FaultInjector, LinkCutter
 from supervisor.target.identity import HandshakeLog
+from supervisor.target.message_log import MessageLog
 from supervisor.target.options import TargetOptions
 from supervisor.target.routes import Receive, Routes, Scope, Send
 from supervisor.target.threads import ThreadStore
@@ -44,6 +45,7 @@ class TargetApp:
         self.options = options or TargetOptions()
         self.threads = ThreadStore()
         self.handshakes = HandshakeLog(self.options.handshake_log)
+        self.messages = MessageLog(self.options.message_log)
         self.faults = FaultInjector(self.options)
         # cors_allowed_origins=[] turns Origin checks off, as Chainlit configures it.
         self.sio: Any = socketio.AsyncServer(
@@ -51,7 +53,7 @@ class TargetApp:
             engineio_logger=_library_logger("engineio"),
             ping_interval=self.options.ping_interval, ping_timeout=self.options.ping_timeout)
         self.chat = ChainlitChat(self.sio, self.options, self.threads, self.handshakes,
-                                 self.faults)
+                                 self.faults, self.messages)
         self._inner: Any = socketio.ASGIApp(
             self.sio, other_asgi_app=Routes(self.options, self.faults),
             socketio_path=SOCKETIO_PATH.lstrip("/"))
@@ -65,5 +67,6 @@ class TargetApp:
             await self._inner(scope, receive, send)
 
     def close(self) -> None:
-        """Release what outlives the event loop (the handshake log file)."""
+        """Release what outlives the event loop (the log files)."""
         self.handshakes.close()
+        self.messages.close()

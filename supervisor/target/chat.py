@@ -36,6 +36,7 @@ from supervisor.target.identity import (
     MalformedIdentity,
     read_identity,
 )
+from supervisor.target.message_log import MessageLog
 from supervisor.target.options import OPAQUE_REFUSAL, TargetOptions
 from supervisor.target.sessions import ChatSession, SessionRegistry
 from supervisor.target.threads import ThreadStore
@@ -50,14 +51,15 @@ class ChainlitChat:
     """Registers Chainlit's Socket.IO events on ``sio`` and keeps their state."""
 
     def __init__(self, sio: Any, options: TargetOptions, threads: ThreadStore,
-                 handshakes: HandshakeLog, faults: FaultInjector) -> None:
+                 handshakes: HandshakeLog, faults: FaultInjector,
+                 messages: MessageLog | None = None) -> None:
         self._sio = sio
         self._options = options
         self._threads = threads
         self._handshakes = handshakes
         self._faults = faults
         self.sessions = SessionRegistry()
-        self._turns = TurnRunner(sio, options, threads, faults)
+        self._turns = TurnRunner(sio, options, threads, faults, messages)
         sio.on("connect", self._on_connect)
         sio.on("connection_successful", self._on_connection_successful)
         sio.on("client_message", self._on_client_message)

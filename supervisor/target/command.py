@@ -7,17 +7,40 @@ the subcommand; :func:`main` runs it stand-alone (``main(["--port", "0"])``).
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from supervisor.target.options import TargetOptions
 from supervisor.target.server import serve_forever
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse errors as one line and a pointer to --help, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def port_number(value: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        msg = f"must be a port number from 0 to 65535, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return port
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the target's options to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000,
+    parser.add_argument("--port", type=port_number, default=8000,
                         help="port to bind; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--identity-style", choices=("2", "1"), default="2",
                         help="Chainlit identity style to expect (default: %(default)s)")
@@ -35,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reply-tokens", type=int, default=None,
                         help="tokens per reply (default: one per word of the message)")
     parser.add_argument("--handshake-log", default=None, help="JSON-lines file of connects")
+    parser.add_argument("--message-log", default=None,
+                        help="JSON-lines file of the chat messages clients sent")
     parser.add_argument("--drop-probability", type=float, default=0.0,
                         help="chance to cut the connection per turn or echoed frame")
     parser.add_argument("--drop-when", choices=("after_reply", "on_message"),
@@ -54,13 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> TargetOptions:
-    """The :class:`TargetOptions` the parsed ``args`` ask for."""
+    """The :class:`TargetOptions` the parsed ``args`` ask for; ValueError when one is bad."""
+    for name in ("password", "secret"):
+        if getattr(args, name) == "":
+            msg = f"--{name} must not be empty (leave it out for the default)"
+            raise ValueError(msg)
     extra = {"secret": args.secret} if args.secret else {}
     return TargetOptions(
         identity_style=args.identity_style, require_login=args.require_login,
         password=args.password, foreign_thread=args.foreign_thread,
         opaque_refusals=args.opaque_refusals, token_delay=args.token_delay,
         reply_tokens=args.reply_tokens, handshake_log=args.handshake_log,
+        message_log=args.message_log,
         drop_probability=args.drop_probability, drop_when=args.drop_when,
         refuse_probability=args.refuse_probability, handshake_delay=args.handshake_delay,
         seed=args.seed, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
@@ -69,7 +99,7 @@ def options_from_args(args: argparse.Namespace) -> TargetOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the target in the foreground until SIGINT/SIGTERM; the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="supervisor target",
         description="Run the embedded Chainlit-compatible chat server.")
     add_arguments(parser)
@@ -78,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        parser.error(f"argument --host: cannot bind to {args.host!r}: {exc}")
 
     def announce(url: str) -> None:
         # One parseable line, flushed: scripts (and tests) learn the port from it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,9 @@ class TargetOptions:
     handshake_log: str | Path | None = None
     """JSON-lines file with one record per Socket.IO connect attempt."""
 
+    message_log: str | Path | None = None
+    """JSON-lines file with one record per chat message a client sent."""
+
     drop_probability: float = 0.0
     """Chance to cut a connection at ``drop_when`` (Socket.IO turns) or after
     each echoed frame (``/ws/echo``)."""
@@ -104,13 +108,19 @@ class TargetOptions:
             raise ValueError(msg)
         for name in ("drop_probability", "refuse_probability"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:  # also refuses NaN
                 msg = f"{name} must be within [0, 1], not {value!r}"
                 raise ValueError(msg)
         for name in ("token_delay", "handshake_delay", "session_timeout", "ask_timeout",
                      "token_ttl", "ping_timeout"):
-            if getattr(self, name) < 0:
-                msg = f"{name} must not be negative"
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:  # also refuses NaN
+                msg = f"{name} must be a finite number of seconds, 0 or more, not {value!r}"
+                raise ValueError(msg)
+        for name in ("handshake_log", "message_log"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).expanduser().parent.is_dir():
+                msg = f"{name}: directory {Path(path).expanduser().parent} does not exist"
                 raise ValueError(msg)
         if not isinstance(self.ping_interval, int) or self.ping_interval < 1:
             msg = f"ping_interval must be whole seconds >= 1, not {self.ping_interval!r}"

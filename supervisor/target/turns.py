@@ -20,6 +20,7 @@ import socketio  # type: ignore[import-untyped]
 
 from supervisor._logging import get_logger
 from supervisor.target.faults import CUT_EVENT, FaultInjector
+from supervisor.target.message_log import MessageLog
 from supervisor.target.options import TargetOptions
 from supervisor.target.sessions import ChatSession
 from supervisor.target.threads import StepDict, ThreadStore, utc_now
@@ -74,11 +75,12 @@ class TurnRunner:
     """Runs ``client_message`` turns for the Socket.IO handlers."""
 
     def __init__(self, sio: Any, options: TargetOptions, threads: ThreadStore,
-                 faults: FaultInjector) -> None:
+                 faults: FaultInjector, messages: MessageLog | None = None) -> None:
         self._sio = sio
         self._options = options
         self._threads = threads
         self._faults = faults
+        self._messages = messages
 
     async def emit(self, session: ChatSession, event: str, data: Any) -> None:
         """Emit to the session's live connection, as Chainlit's session-scoped emit does."""
@@ -114,6 +116,9 @@ class TurnRunner:
                 await self.emit(session, "new_message", error)
                 await self.emit(session, "task_end", {})
                 return
+            if self._messages is not None:
+                self._messages.record(session.session_id, session.thread_id, session.user,
+                                      step["output"])
             if self.store(session, step):
                 await self.emit(session, "first_interaction",
                                 {"interaction": step["output"], "thread_id": session.thread_id})
