@@ -29,6 +29,7 @@ from supervisor._machine_state import (
 from supervisor.errors import (
     ConnectionLost,
     HandshakeError,
+    MalformedAck,
     ProtocolRefused,
     SessionClosed,
     SessionFailed,
@@ -121,7 +122,8 @@ class SessionMachine(MachineBase):
             case io.Answer(generation, ack_id, data):
                 attempt = self._attempt_of(generation)
                 if attempt is not None:
-                    self._write(attempt, attempt.codec.encode_ack(ack_id, data))
+                    for frame in attempt.codec.encode_ack(ack_id, data):
+                        self._write(attempt, frame)
             case Close(_, stopping):
                 error = (SupervisorStopped("the supervisor stopped") if stopping
                          else SessionClosed("session closed"))
@@ -353,6 +355,14 @@ class SessionMachine(MachineBase):
             return
         self._apply(attempt, attempt.codec.received(data))
 
+    def _on_acked(self, ack_id: int, data: object, error: str | None) -> None:
+        if (pending := self._outbox.acked(ack_id)) is None:
+            return
+        if error is not None:  # a broken binary ack: the call fails, it never waits
+            self._emit(io.Reject(pending.command.reply, MalformedAck(error)))
+        else:
+            self._emit(io.Resolve(pending.command.reply, data))
+
     def _apply(self, attempt: Attempt, actions: list[Action]) -> None:
         for action in actions:
             match action:
@@ -362,9 +372,8 @@ class SessionMachine(MachineBase):
                                   attempt.generation, name, data, self._now)
                     self._emit(io.Deliver(event, ack_id))
                     self._observe_turns(name, data)
-                case Acked(ack_id, data):
-                    if (pending := self._outbox.acked(ack_id)) is not None:
-                        self._emit(io.Resolve(pending.command.reply, data))
+                case Acked(ack_id, data, ack_error):
+                    self._on_acked(ack_id, data, ack_error)
                 case Outbound(frame):
                     self._write(attempt, frame)
                 case Ready():

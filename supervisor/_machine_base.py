@@ -108,20 +108,22 @@ class MachineBase:
                 message_id = self._new_id()
                 message = user_message(command.text, attempt.identity.thread_id, message_id,
                                        command.created_at)
-                frame = attempt.codec.encode(CHAT_EVENT, message)
+                frames = attempt.codec.encode(CHAT_EVENT, message)
                 pending.turn = TurnTracker(self._now, message_id)
             else:
                 if command.want_ack:
                     pending.ack_id = self._next_ack_id
                     self._next_ack_id += 1
-                frame = attempt.codec.encode(command.event, command.data, pending.ack_id)
+                frames = attempt.codec.encode(command.event, command.data, pending.ack_id)
         except (TypeError, ValueError) as exc:
             self._emit(io.Reject(command.reply, exc))
             return
         self._outbox.sent(pending)
         if self._outbox.unwritten() > 1:  # the peer is not keeping up: show it (hostile)
             self._dirty = True
-        self._emit(io.Write(attempt.generation, frame, pending.seq))
+        for frame in frames[:-1]:  # a binary emit is several frames; the last one settles it
+            self._emit(io.Write(attempt.generation, frame))
+        self._emit(io.Write(attempt.generation, frames[-1], pending.seq))
 
     def _settle_written(self, pending: Pending) -> None:
         if pending.answered_on_write:

@@ -175,25 +175,32 @@ class AsyncSession:
             raise TypeError(msg)
         return on_loop(future, self._loop)
 
-    def resume(self, thread_id: str | None) -> asyncio.Future[ResumeResult]:
-        """Switch to ``thread_id``; resolves once connected for it (or as superseded)."""
-        return self._awaitable(self._session.resume(thread_id))
+    def resume(self, thread_id: str | None, *,
+               timeout: float | None = None) -> asyncio.Future[ResumeResult]:
+        """Switch to ``thread_id``; resolves once connected for it (or as superseded).
 
-    def send(self, data: str | bytes) -> asyncio.Future[None]:
-        """Send one frame; resolves once written to the socket."""
-        return self._awaitable(self._session.send(data))
+        ``timeout`` overrides ``SessionSpec.resume_timeout`` (``ResumeTimeout``)."""
+        return self._awaitable(self._session.resume(thread_id, timeout=timeout))
 
-    def emit(self, event: str, data: Any = None) -> asyncio.Future[None]:
-        """Emit a Socket.IO event; resolves once written."""
-        return self._awaitable(self._session.emit(event, data))
+    def send(self, data: str | bytes, *, timeout: float | None = None) -> asyncio.Future[None]:
+        """Send one frame; resolves once written (``SendTimeout`` past ``timeout``)."""
+        return self._awaitable(self._session.send(data, timeout=timeout))
 
-    def call(self, event: str, data: Any = None) -> asyncio.Future[Any]:
-        """Emit a Socket.IO event; resolves with the server's acknowledgement."""
-        return self._awaitable(self._session.call(event, data))
+    def emit(self, event: str, data: Any = None, *,
+             timeout: float | None = None) -> asyncio.Future[None]:
+        """Emit a Socket.IO event; resolves once written (``SendTimeout`` past ``timeout``)."""
+        return self._awaitable(self._session.emit(event, data, timeout=timeout))
 
-    def chat(self, text: str) -> asyncio.Future[TurnResult]:
-        """Chainlit: send ``text``; resolves with the reply turn once it ends."""
-        return self._awaitable(self._session.chat(text))
+    def call(self, event: str, data: Any = None, *,
+             timeout: float | None = None) -> asyncio.Future[Any]:
+        """Emit a Socket.IO event; resolves with the server's acknowledgement
+        (``ReplyTimeout`` past ``timeout``)."""
+        return self._awaitable(self._session.call(event, data, timeout=timeout))
+
+    def chat(self, text: str, *, timeout: float | None = None) -> asyncio.Future[TurnResult]:
+        """Chainlit: send ``text``; resolves with the reply turn once it ends
+        (``ReplyTimeout`` past ``timeout``)."""
+        return self._awaitable(self._session.chat(text, timeout=timeout))
 
     def close(self) -> asyncio.Future[None]:
         """Close the session for good; resolves once the socket is closed."""

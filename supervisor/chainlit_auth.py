@@ -1,7 +1,10 @@
 """Chainlit authentication and version detection over HTTP.
 
 Each helper returns cookies for ``SessionSpec(cookies=...)``: a cookie is then
-sent by that one session alone, never through a shared jar (I8).
+sent by that one session alone, never through a shared jar (I8). They work for
+both Chainlit identity styles: 2.x reads the ``access_token`` cookie; 1.x reads
+only ``Authorization``, so a ``chainlit`` session on 1.x sends the same token as
+``Authorization: Bearer <token>`` on its own handshake (same origin, nothing else).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ detect_version = detect_chainlit_version
 
 def login(url: str, username: str, password: str, timeout: float = 10.0) -> dict[str, str]:
     """Log in with Chainlit's password auth (``POST /login``); return the session's cookies.
+
+    2.x sets the token as a cookie; 1.x answers it in the JSON body: either way
+    the result is ``{"access_token": token}`` (2.x may add chunked cookies).
 
     Raises ``HandshakeRefused`` with the status code when the server refuses.
     """
@@ -57,7 +63,7 @@ def login(url: str, username: str, password: str, timeout: float = 10.0) -> dict
 
 
 def token_cookies(token: str) -> dict[str, str]:
-    """Cookies that authenticate a Chainlit 2.x session with an existing token."""
+    """Cookies that authenticate a Chainlit session (1.x or 2.x) with an existing token."""
     return {ACCESS_TOKEN_COOKIE: token}
 
 

@@ -144,3 +144,12 @@ class SendTimeout(DeadlineExceeded):
 
     def __init__(self, timeout: float) -> None:
         super().__init__(f"send not written within {timeout:g}s", timeout)
+
+
+class MalformedAck(SupervisorError):
+    """The server's acknowledgement of a ``call()`` arrived malformed (e.g. a broken
+    binary attachment sequence); ``reason`` says how. The frame was counted as malformed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

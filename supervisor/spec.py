@@ -11,7 +11,7 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from supervisor.messages import Event, Lifecycle
-from supervisor.protocols.config import DEFAULT_THREAD_HEADER, ProtocolConfig
+from supervisor.protocols.config import DEFAULT_THREAD_HEADER, AuthPayload, ProtocolConfig
 
 ProtocolName = Literal["websocket", "socketio", "chainlit"]
 ChainlitVersion = Literal["auto", "2", "1"]
@@ -134,8 +134,15 @@ class SessionSpec:
     """Engine.IO endpoint path; default ``socket.io`` (``ws/socket.io`` for Chainlit)."""
     namespace: str = "/"
     """Socket.IO namespace to connect."""
-    auth: Mapping[str, Any] | None = None
-    """Socket.IO connect ``auth`` payload (Chainlit builds its own)."""
+    auth: AuthPayload = None
+    """Socket.IO connect ``auth`` payload (Chainlit builds its own).
+
+    Either a mapping sent on every connect, or a callable taking the handshake's
+    ``supervisor.protocols.Identity`` (``thread_id``, ``protocol_session_id``)
+    and returning the mapping (or None): it is called for each handshake, so a
+    Resume changes what the server reads from the auth, the usual Socket.IO way
+    to name a thread. ``protocol_session_id`` is rotated on every Resume and kept
+    across reconnects after a drop."""
     on_ask: Callable[[Event], Any] | None = None
     """Answers server events that ask for an acknowledgement (Chainlit ``ask``)."""
     chainlit_version: ChainlitVersion = "auto"

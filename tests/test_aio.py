@@ -20,7 +20,7 @@ from target_process import TargetProcess
 from supervisor import Event, Lifecycle, LifecycleKind, SessionSpec, SessionStatus
 from supervisor._futures import CallbackFuture, new_future, on_loop, reject, resolve
 from supervisor.aio import AsyncSupervisor, EventStream
-from supervisor.errors import EventsOverflowed, SessionClosed
+from supervisor.errors import EventsOverflowed, ReplyTimeout, SessionClosed
 
 TIMEOUT = 15.0
 
@@ -203,6 +203,20 @@ class TestAsyncSession:
         assert ack == {"data": {"n": 1}, "thread": second}
         assert (state.status, state.connected_thread_id) == (SessionStatus.CONNECTED, second)
         assert second in {h["thread_id"] for h in target.handshakes()}
+
+    def test_per_call_timeout_reaches_the_session(self, target: TargetProcess) -> None:
+        """call(timeout=...) fails ReplyTimeout at its deadline (the target never acks it)."""
+
+        async def main() -> float:
+            async with AsyncSupervisor.start() as sup:
+                session = sup.open(chainlit(target.url))
+                await asyncio.wait_for(session.resume(thread()), TIMEOUT)
+                started = time.monotonic()
+                with pytest.raises(ReplyTimeout):
+                    await asyncio.wait_for(session.call("no_such_event", timeout=0.3), TIMEOUT)
+                return time.monotonic() - started
+
+        assert 0.3 <= asyncio.run(main()) < TIMEOUT
 
     def test_events_stream_replies_and_lifecycle_in_order(self, target: TargetProcess) -> None:
         """events() yields CONNECTING, CONNECTED, the reply's tokens, then CLOSED and ends."""

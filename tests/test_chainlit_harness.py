@@ -247,11 +247,13 @@ def clients() -> Iterator[list[SioClient]]:
         client.close()
 
 
-def new_thread(app: ChainlitApp, cookies: dict[str, str], text: str) -> str:
+def new_thread(app: ChainlitApp, cookies: dict[str, str], text: str,
+               owner: str = "alice") -> str:
     """Open a fresh conversation, send one message, return the thread id the server used.
 
-    Returns once the turn's user and assistant steps are in the database (Chainlit
-    persists them after the reply has gone out, see ``ChainlitApp.wait_persisted``).
+    Returns once the turn's user and assistant steps, and the thread's user, are in the
+    database (Chainlit persists them after the reply has gone out, see
+    ``ChainlitApp.wait_persisted``).
     """
     client = SioClient(app, cookies).connect()
     try:
@@ -262,7 +264,7 @@ def new_thread(app: ChainlitApp, cookies: dict[str, str], text: str) -> str:
         client.close()
     thread_id = str(first["thread_id"])
     wanted = {("user_message", text), ("assistant_message", f"echo: {text}")}
-    app.wait_persisted(thread_id, lambda steps: wanted <= set(steps))
+    app.wait_persisted(thread_id, lambda steps: wanted <= set(steps), owner=owner)
     return thread_id
 
 

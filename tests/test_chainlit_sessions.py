@@ -49,7 +49,8 @@ def chainlit_spec(app: ChainlitApp, cookies: dict[str, str], thread_id: str | No
                        connect_timeout=TIMEOUT, **extra)  # type: ignore[arg-type]
 
 
-def new_thread(app: ChainlitApp, sup: Supervisor, cookies: dict[str, str], text: str) -> str:
+def new_thread(app: ChainlitApp, sup: Supervisor, cookies: dict[str, str], text: str,
+               owner: str = "alice") -> str:
     """Create a thread under an id we choose: the first message persists it."""
     thread_id = str(uuid.uuid4())
     session = sup.open(chainlit_spec(app, cookies, thread_id))
@@ -57,7 +58,7 @@ def new_thread(app: ChainlitApp, sup: Supervisor, cookies: dict[str, str], text:
     assert created.found is False  # not yet in the data layer
     turn = session.chat(text).get(timeout=TIMEOUT)
     assert turn.text == f"echo: {text}"
-    app.wait_persisted(thread_id, lambda steps: ("user_message", text) in steps)
+    app.wait_persisted(thread_id, lambda steps: ("user_message", text) in steps, owner=owner)
     session.close().get(timeout=TIMEOUT)
     return thread_id
 

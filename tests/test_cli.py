@@ -179,6 +179,30 @@ class TestBadInput:
         assert report["duration_s"] < 15
 
 
+    def test_socketio_mode_switches_threads_server_side(self, tmp_path: Path) -> None:
+        """--protocol socketio against a Chainlit-style target: each resume's connect carries
+        its own thread and session id in the auth (the target's handshake log shows it)."""
+        log_path = tmp_path / "handshakes.jsonl"
+        with TargetServer(handshake_log=log_path) as target:
+            result = supervisor("loadtest", "--protocol", "socketio",
+                                "--target", f"{target.url}/ws/socket.io",
+                                "--emit-event", "client_message", "--sessions", "3",
+                                "--threads-per-session", "2", "--resume-every", "0.3",
+                                "--duration", "3", "--json", str(tmp_path / "r.json"))
+            assert result.returncode == 0, result.stderr
+            records = target.handshakes()
+        report = read_report(tmp_path / "r.json")
+        assert report["counts"]["resumes"] > 0
+        assert {r["outcome"] for r in records} == {"accepted"}  # none restored on a stale id
+        threads = {r["thread_id"] for r in records}
+        assert len(threads) >= 4  # 3 sessions x 2 threads, the switches reached the server
+        by_session: dict[str, set[str]] = {}
+        for record in records:
+            by_session.setdefault(record["session_id"], set()).add(record["thread_id"])
+        assert all(len(ids) == 1 for ids in by_session.values())
+        assert len(records) >= 3 + report["counts"]["resumes"] // 2
+
+
 class TestInterrupt:
     """Ctrl-C ends the run gracefully and still writes the report."""
 

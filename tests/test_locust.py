@@ -183,7 +183,7 @@ class TestLocustfiles:
                      tmp_path / "run.log", tmp_path)
         log = tmp_path / "run.log"
         assert finish(proc, log, 30.0) == 2, log.read_text()
-        assert "--think-time must be a number of 0 or more" in log.read_text()
+        assert "--think-time must be a duration of 0s or more" in log.read_text()
 
     def test_own_conversation_replaces_the_default_step(self, target: TargetProcess,
                                                         tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ class TestPublicSurface:
         """An accidental export or a lost name fails here."""
         assert sorted(supervisor.__all__) == sorted([
             "ConnectionLost", "DeadlineExceeded", "Event", "HandshakeError", "HandshakeRefused",
-            "Lifecycle", "LifecycleKind", "OutboxFull",
+            "Lifecycle", "LifecycleKind", "MalformedAck", "OutboxFull",
             "ProtocolRefused", "ReplyTimeout", "RestartPolicy", "RestartType", "ResumeResult",
             "ResumeTimeout", "SendTimeout", "Session",
             "SessionClosed", "SessionCrashed", "SessionFailed", "SessionSpec", "SessionState",
@@ -58,7 +58,7 @@ class TestPublicSurface:
         errors = [getattr(supervisor, name) for name in supervisor.__all__
                   if isinstance(getattr(supervisor, name), type)
                   and issubclass(getattr(supervisor, name), Exception)]
-        assert len(errors) == 14
+        assert len(errors) == 15
         assert all(issubclass(error, supervisor.SupervisorError) for error in errors)
         assert not issubclass(supervisor.SessionClosed, supervisor.ConnectionLost)
 
@@ -280,7 +280,7 @@ class TestWebSocketCodec:
         assert codec.opened() == [Ready()]
         assert codec.received("hi") == [Inbound("message", "hi")]
         assert codec.received(b"\x00") == [Inbound("message", b"\x00")]
-        assert codec.encode(None, "hi") == "hi"
+        assert codec.encode(None, "hi") == ["hi"]
         with pytest.raises(TypeError, match="emit"):
             codec.encode("event", "hi")
 

@@ -32,6 +32,7 @@ from supervisor.loadtest.metrics import Metrics
 from supervisor.loadtest.scenario import ScenarioSession
 from supervisor.loadtest.shape import next_resume
 from supervisor.messages import Event, Lifecycle, LifecycleKind, SessionStatus
+from supervisor.protocols.chainlit import auth_payload
 from supervisor.protocols.chat import TurnResult, user_message
 from supervisor.session import Session
 from supervisor.spec import ProtocolName, SessionSpec
@@ -243,9 +244,9 @@ class Driver:
         if config.protocol != "chainlit":
             extra["on_event"] = self.on_event
         if config.protocol == "socketio" and config.emit_event == "client_message":
-            # A Chainlit server wants Chainlit's auth payload even from a raw client.
-            extra["auth"] = {"clientType": "webapp", "sessionId": str(uuid.uuid4()),
-                             "threadId": self.threads[0], "userEnv": "{}", "chatProfile": None}
+            # A Chainlit server wants Chainlit's auth payload even from a raw client,
+            # made per handshake so each Resume names its own thread and session.
+            extra["auth"] = auth_payload
         if config.protocol == "chainlit":
             extra["confirm_resume"] = config.confirm_resume
         protocol = cast("ProtocolName", config.protocol)  # validated: one of PROTOCOLS

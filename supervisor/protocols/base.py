@@ -14,6 +14,10 @@ and its cache; the codec stays pure.
 """
 
 
+Frames = list[str | bytes]
+"""The WebSocket frames of one send, to be written in order, nothing between them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """What one handshake carries, fixed from the actor's state when it begins (I1)."""
@@ -79,10 +83,15 @@ class Phase:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """The server acknowledged our emit number ``ack_id`` with ``data``."""
+    """The server acknowledged our emit number ``ack_id`` with ``data``.
+
+    ``error`` is set instead when the ack arrived malformed (a broken binary
+    attachment sequence): the emit's future fails with it rather than waiting.
+    """
 
     ack_id: int
     data: Any
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +135,20 @@ class Codec(Protocol):
         ...
 
     def received(self, frame: str | bytes) -> list[Action]:
-        """Actions for one inbound frame."""
+        """Actions for one inbound frame. Never raises: bad input is a ``Malformed``."""
         ...
 
-    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> str | bytes:
-        """The frame for one user send; ``ack_id`` asks the server to acknowledge it."""
+    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> Frames:
+        """The frames of one user send, in order; ``ack_id`` asks the server to acknowledge it.
+
+        One frame, except a Socket.IO event whose data holds bytes: its text
+        packet, then one binary frame per attachment. Raises ``TypeError`` or
+        ``ValueError`` for data the protocol cannot carry (the user's error).
+        """
         ...
 
-    def encode_ack(self, ack_id: int, data: Any) -> str | bytes:
-        """The frame answering the server's event number ``ack_id`` with ``data``."""
+    def encode_ack(self, ack_id: int, data: Any) -> Frames:
+        """The frames answering the server's event number ``ack_id`` with ``data``."""
         ...
 
     def autoreply(self, frame: str | bytes) -> str | bytes | None:

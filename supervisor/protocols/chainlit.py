@@ -11,26 +11,35 @@ Facts checked against Chainlit's source (``backend/chainlit/socket.py``,
   none). Credentials are the ``access_token`` cookie (or its
   ``access_token_0``, ``_1``... chunks).
 * 1.x reads the same identity from handshake headers (``X-Chainlit-*``,
-  ``user-env``) and credentials from ``Authorization``; the CONNECT has no auth.
+  ``user-env``) and the token only from ``Authorization: Bearer <token>``
+  (``socket.py`` ``connect``); the CONNECT has no auth. Its ``POST /login``
+  answers the token in the body, not as a cookie. So for 1.x the codec sends
+  the session's ``access_token`` cookie as that header, unless the user set
+  ``Authorization`` themselves: one login works for both styles.
 * After the CONNECT reply the client emits ``connection_successful``. The
   server answers ``task_end``, ``clear_ask``, ``clear_call_fn`` and then, only
   if the session was created with a thread id *and* the app defines
   ``@cl.on_chat_resume``: ``first_interaction`` ``{"interaction": "resume",
   "thread_id"}`` and ``resume_thread`` (the thread dict) when the thread exists
   and belongs to the logged-in user, else ``resume_thread_error`` with
-  ``"Thread not found."`` (2.1 and later; 1.x and 2.0 send nothing at all).
+  ``"Thread not found."`` (2.0.2 and later; 1.x and 2.0.0-2.0.1 send nothing
+  for it and run ``on_chat_start`` instead, checked live on 1.3.2 and 2.0.1).
   ``on_chat_resume`` runs between the two, in its own ``task_start``/``task_end``.
+* So, while a resume answer is awaited, a ``task_start`` or a step
+  (``new_message``, ``stream_start``) before ``first_interaction`` is
+  ``on_chat_start`` running: the server started a new chat, the thread was not
+  found. That resolves the resume with ``found=False`` on every version.
 * Refusals at CONNECT (no or bad ``access_token``, a thread owned by another
   user) arrive as ``44{"message": "Connection refused by server"}``: Chainlit
   raises Python's builtin ``ConnectionRefusedError("authorization failed")``,
   whose text python-socketio does not forward (checked live on 2.12).
 
-So the codec waits for ``resume_thread``/``resume_thread_error`` before
-``Ready`` only when it can expect one. Cases that never answer, where only the
-session's connect timeout ends the wait:
+So the codec waits for ``resume_thread``/``resume_thread_error`` (or the
+new-chat sign) before ``Ready`` only when it can expect one. Cases that never
+answer, where only the session's connect timeout ends the wait:
 
 * an app without ``on_chat_resume``;
-* Chainlit 1.x and 2.0 with a missing thread;
+* an app without ``on_chat_start`` on 1.x and 2.0.0-2.0.1, for a missing thread;
 * a reconnect that *restores* a session the server still holds (same
   ``sessionId``, no ``clear_session`` before): 2.0-2.8 never resume a restored
   session; 2.9+ (checked live on 2.12) resume it again, ignoring the new
@@ -67,6 +76,14 @@ RESUME_THREAD = "resume_thread"
 RESUME_THREAD_ERROR = "resume_thread_error"
 CONNECTION_SUCCESSFUL = "connection_successful"
 CLEAR_SESSION = "clear_session"
+FIRST_INTERACTION = "first_interaction"
+NEW_CHAT_SIGNS = frozenset({"task_start", "new_message", "stream_start"})
+"""Events that, before ``first_interaction``, show ``on_chat_start`` running (no resume)."""
+NEW_CHAT = "the server started a new chat: no such thread"
+"""``Ready.thread_data`` when the thread was not found without ``resume_thread_error``."""
+
+ACCESS_TOKEN_COOKIE = "access_token"  # noqa: S105 - a cookie name, not a secret
+HEADER_AUTHORIZATION = "Authorization"
 
 HEADER_CLIENT_TYPE = "X-Chainlit-Client-Type"
 HEADER_SESSION_ID = "X-Chainlit-Session-Id"
@@ -107,6 +124,7 @@ class ChainlitCodec(SocketIOCodec):
                                      else config.chainlit_version)
         self._confirm_resume = confirm_resume
         self._awaiting_resume = False
+        self._resume_started = False
 
     @property
     def version(self) -> str:
@@ -143,6 +161,11 @@ class ChainlitCodec(SocketIOCodec):
         headers.append((HEADER_USER_ENV, self._user_env()))
         if self._config.chat_profile:
             headers.append((HEADER_CHAT_PROFILE, encode_uri_component(self._config.chat_profile)))
+        token = dict(self._config.cookies).get(ACCESS_TOKEN_COOKIE)
+        has_authorization = any(name.lower() == HEADER_AUTHORIZATION.lower()
+                                for name, _ in headers)
+        if token is not None and not has_authorization:
+            headers.append((HEADER_AUTHORIZATION, f"Bearer {token}"))
         return headers
 
     def _user_env(self) -> str:
@@ -151,17 +174,12 @@ class ChainlitCodec(SocketIOCodec):
     def _connect_auth(self) -> Any:
         if self.version == "1":
             return None
-        profile = self._config.chat_profile
-        return {
-            "clientType": self._config.client_type,
-            "sessionId": self._identity.protocol_session_id,
-            "threadId": self._identity.thread_id or "",
-            "userEnv": self._user_env(),
-            "chatProfile": encode_uri_component(profile) if profile else "",
-        }
+        return auth_payload(self._identity, client_type=self._config.client_type,
+                            user_env=self._user_env(), chat_profile=self._config.chat_profile)
 
     def _on_connected(self) -> list[Action]:
-        actions: list[Action] = [Outbound(self.encode_event(CONNECTION_SUCCESSFUL))]
+        actions: list[Action] = [Outbound(frame)
+                                 for frame in self.encode_event(CONNECTION_SUCCESSFUL)]
         if self._identity.thread_id is None or not self._confirm_resume:
             actions.append(Ready())
         else:
@@ -170,10 +188,34 @@ class ChainlitCodec(SocketIOCodec):
 
     def _on_event(self, name: str, data: Any, ack_id: int | None) -> list[Action]:
         actions: list[Action] = [Inbound(name, data, ack_id)]
-        if self._awaiting_resume and name in (RESUME_THREAD, RESUME_THREAD_ERROR):
+        if not self._awaiting_resume:
+            return actions
+        if name in (RESUME_THREAD, RESUME_THREAD_ERROR):
             self._awaiting_resume = False
             actions.append(Ready(thread_found=name == RESUME_THREAD, thread_data=data))
+        elif name == FIRST_INTERACTION:
+            self._resume_started = True  # the thread was found; resume_thread follows
+        elif name in NEW_CHAT_SIGNS and not self._resume_started:
+            self._awaiting_resume = False
+            actions.append(Ready(thread_found=False, thread_data=NEW_CHAT))
         return actions
 
     def closing(self) -> list[str | bytes]:
-        return [self.encode_event(CLEAR_SESSION), *super().closing()]
+        return [*self.encode_event(CLEAR_SESSION), *super().closing()]
+
+
+def auth_payload(identity: Identity, *, client_type: str = "webapp", user_env: str = "{}",
+                 chat_profile: str | None = None) -> dict[str, Any]:
+    """The Socket.IO CONNECT ``auth`` payload Chainlit 2.x reads, for ``identity``.
+
+    ``user_env`` is the JSON *string* Chainlit expects (``"{}"`` when empty).
+    Usable as ``SessionSpec(auth=...)`` of a plain ``socketio`` session through
+    ``functools.partial``, so each handshake carries that connection's thread.
+    """
+    return {
+        "clientType": client_type,
+        "sessionId": identity.protocol_session_id,
+        "threadId": identity.thread_id or "",
+        "userEnv": user_env,
+        "chatProfile": encode_uri_component(chat_profile) if chat_profile else "",
+    }

@@ -204,6 +204,8 @@ class TurnTracker:
         step_id, parent = record["id"], record.get("parentId")
         if step_id in self._tree:
             return True
+        if not isinstance(parent, str | None):
+            return False  # a malformed step (parentId must be a string): not this turn's
         is_run = record.get("type") == "run"
         if (is_run and self._run_id is None and
                 (parent == self.message_id if self.message_id is not None
@@ -227,7 +229,7 @@ class TurnTracker:
             step.record.update(data)
         output = data.get("output")
         if output is not None:
-            step.text = output if isinstance(output, str) else str(output)
+            step.text = output if isinstance(output, str) else _as_text(output)
             if _is_reply(step.record) and step.text:
                 if streamed:
                     self._token(now)  # stream_start carries the first token
@@ -263,6 +265,14 @@ class TurnTracker:
             tokens=len(times),
             steps=self.steps,
         )
+
+
+def _as_text(value: Any) -> str:
+    """A non-string step output as text; never raises (deeply nested data has no text)."""
+    try:
+        return str(value)
+    except (ValueError, RecursionError):
+        return ""
 
 
 def _is_reply(record: dict[str, Any]) -> bool:

@@ -7,12 +7,17 @@ builds one, already validated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from supervisor.protocols.base import Identity
+
 DEFAULT_THREAD_HEADER = "X-Chainlit-Thread-Id"
 """The handshake header that carries the thread id unless a session renames it."""
+
+AuthPayload = Mapping[str, Any] | Callable[[Identity], Mapping[str, Any] | None] | None
+"""A Socket.IO CONNECT ``auth``: fixed, or made from each handshake's identity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +38,9 @@ class ProtocolConfig:
     """Engine.IO endpoint path; None for the protocol's default."""
     namespace: str = "/"
     """Socket.IO namespace."""
-    auth: Mapping[str, Any] | None = None
-    """Socket.IO CONNECT ``auth`` payload (Chainlit builds its own)."""
+    auth: AuthPayload = None
+    """Socket.IO CONNECT ``auth`` payload, or a callable of the identity called per
+    handshake (Chainlit builds its own)."""
     chainlit_version: str = "auto"
     """Chainlit identity style: ``"2"``, ``"1"`` or ``"auto"`` (looked up at handshake)."""
     client_type: str = "webapp"

@@ -1,4 +1,4 @@
-"""Socket.IO v5 over Engine.IO v4, websocket transport only, text packets (pure).
+"""Socket.IO v5 over Engine.IO v4, websocket transport only (pure).
 
 Wire format, one Engine.IO packet per WebSocket frame::
 
@@ -7,33 +7,28 @@ Wire format, one Engine.IO packet per WebSocket frame::
     2 / 3                                             ping (server) / pong (client)
     4<socket.io packet>                               message
     6                                                 noop
+    <binary frame>                                    a binary attachment
 
 and a Socket.IO packet is ``<type>[/namespace,][ack id][JSON]`` with types
 ``0`` CONNECT, ``1`` DISCONNECT, ``2`` EVENT, ``3`` ACK, ``4`` CONNECT_ERROR,
-``5``/``6`` binary EVENT/ACK (not supported: they need attachment frames).
-
-The packet grammar is written here rather than borrowed from python-socketio's
-``socketio.packet.Packet``, which implements the same grammar but (1) can only
-be imported through the ``socketio`` package, which pulls in its clients,
-servers and python-engineio (about 500 modules and 0.3 s on import, and a new
-hard dependency of the core package); (2) decodes an empty payload as an EVENT
-with no data and accepts packet types 7-9; (3) silently turns an event whose
-data holds ``bytes`` into a binary packet list. The tests check this codec
-against python-socketio's ``Packet`` in both directions.
+``5``/``6`` binary EVENT/ACK, which carry ``<attachments>-`` after the type and
+are followed by that many binary frames (``packet.py`` has the packet grammar,
+``binary.py`` the placeholders).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from supervisor.protocols import binary
 from supervisor.protocols.base import (
     Acked,
     Action,
     Disconnected,
+    Frames,
     Handshake,
     Identity,
     Inbound,
@@ -45,39 +40,37 @@ from supervisor.protocols.base import (
     VersionLookup,
 )
 from supervisor.protocols.config import ProtocolConfig
-
-# Engine.IO v4 packet types (the frame's first character).
-EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_UPGRADE, EIO_NOOP = "0123456"
-# Socket.IO v5 packet types (the first character after Engine.IO's ``4``).
-CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
+from supervisor.protocols.packet import (
+    ACK,
+    BINARY_ACK,
+    BINARY_EVENT,
+    CONNECT,
+    CONNECT_ERROR,
+    DISCONNECT,
+    EIO_CLOSE,
+    EIO_MESSAGE,
+    EIO_NOOP,
+    EIO_OPEN,
+    EIO_PING,
+    EIO_PONG,
+    EIO_UPGRADE,
+    EVENT,
+    Packet,
+    decode_packet,
+    encode_frames,
+    encode_packet,
+    normalize_namespace,
+    pack_args,
+    unpack_args,
+)
 
 DEFAULT_PATH = "socket.io"
 ENGINEIO_QUERY = "EIO=4&transport=websocket"
 
-BINARY_UNSUPPORTED = "binary attachments are not supported"
+MAX_TIMER_MS = 2**31 - 1
+"""Largest ping interval or timeout taken from a server (JavaScript's timer limit, ~24.8 days)."""
 
-_DIGITS = frozenset("0123456789")
 _HTTP_TO_WS = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON as Socket.IO clients write it; NaN and infinities are refused."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def normalize_namespace(namespace: str) -> str:
-    """``"chat"`` and ``"/chat"`` name the same namespace; framing characters are refused."""
-    if not namespace:
-        return "/"
-    if any(char in namespace for char in ",?") or any(ord(char) < 32 for char in namespace):
-        msg = f"invalid Socket.IO namespace: {namespace!r}"
-        raise ValueError(msg)
-    return namespace if namespace.startswith("/") else "/" + namespace
-
-
-def namespace_part(namespace: str) -> str:
-    """The namespace field of a packet: empty for the default namespace ``/``."""
-    return "" if namespace == "/" else namespace + ","
 
 
 def websocket_url(base_url: str, socketio_path: str) -> str:
@@ -116,84 +109,16 @@ def http_base_url(base_url: str, socketio_path: str | None = None) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def unpack_args(args: list[Any]) -> Any:
-    """Event or ack arguments as one value: None for none, the value for one, else the list."""
-    if not args:
-        return None
-    if len(args) == 1:
-        return args[0]
-    return list(args)
-
-
-def pack_args(data: Any) -> list[Any]:
-    """Ack arguments for ``data``: none for None, several for a tuple, else one."""
-    if data is None:
-        return []
-    if isinstance(data, tuple):
-        return list(data)
-    return [data]
-
-
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One decoded Socket.IO packet."""
-
-    type: int
-    namespace: str
-    ack_id: int | None
-    data: Any
-
-
-def encode_packet(packet_type: int, namespace: str, data: Any = None,
-                  ack_id: int | None = None) -> str:
-    """The Engine.IO message frame (``4...``) carrying one Socket.IO packet."""
-    frame = f"{EIO_MESSAGE}{packet_type}{namespace_part(namespace)}"
-    if ack_id is not None:
-        if isinstance(ack_id, bool) or not isinstance(ack_id, int) or ack_id < 0:
-            msg = f"ack id must be a non-negative int, got {ack_id!r}"
-            raise ValueError(msg)
-        frame += str(ack_id)
-    if data is not None:
-        frame += dumps(data)
-    return frame
-
-
-def decode_packet(payload: str) -> Packet:
-    """Parse a Socket.IO packet (the frame after Engine.IO's ``4``); ValueError if malformed."""
-    if not payload or payload[0] not in _DIGITS or int(payload[0]) > BINARY_ACK:
-        msg = f"unknown Socket.IO packet type in {payload[:20]!r}"
-        raise ValueError(msg)
-    packet_type = int(payload[0])
-    rest = payload[1:]
-    if packet_type in (BINARY_EVENT, BINARY_ACK):
-        raise ValueError(BINARY_UNSUPPORTED)
-    namespace = "/"
-    if rest.startswith("/"):
-        comma = rest.find(",")
-        namespace, rest = (rest, "") if comma < 0 else (rest[:comma], rest[comma + 1:])
-        namespace = namespace.split("?", 1)[0] or "/"
-    digits = 0
-    while digits < len(rest) and rest[digits] in _DIGITS:
-        digits += 1
-    if digits > 20:
-        msg = "ack id is too long"
-        raise ValueError(msg)
-    ack_id = int(rest[:digits]) if digits else None
-    body = rest[digits:]
-    try:
-        data = json.loads(body) if body else None
-    except RecursionError:
-        msg = "JSON nested too deeply"
-        raise ValueError(msg) from None
-    return Packet(packet_type, namespace, ack_id, data)
-
-
 class SocketIOCodec:
     """Codec for protocol ``"socketio"``: one namespace of one Socket.IO connection.
 
     States: waiting for the Engine.IO open, then for the namespace CONNECT
     reply, then connected. Subclasses (Chainlit) adjust the handshake, the
     connect ``auth`` payload and what happens once connected.
+
+    A binary packet is held until its attachments have arrived; an Engine.IO
+    message in between abandons it (counted as ``Malformed``; an abandoned ack
+    settles its emit with an error), as does a bad placeholder.
     """
 
     default_path = DEFAULT_PATH
@@ -203,6 +128,10 @@ class SocketIOCodec:
         self._identity = identity
         self._namespace = normalize_namespace(config.namespace)
         self._stage = "open"  # "open" -> "connect" -> "connected"
+        self._packets_since_connect = 0
+        self._partial: Packet | None = None  # a binary packet awaiting attachments
+        self._attachments: list[bytes] = []
+        self._attachment_bytes = 0
         self.engineio_sid: str | None = None
         """Engine.IO session id from the open packet."""
         self.socketio_sid: str | None = None
@@ -222,6 +151,7 @@ class SocketIOCodec:
             CONNECT: self._on_connect_reply, DISCONNECT: self._on_disconnect,
             EVENT: self._on_event_packet, ACK: self._on_ack,
             CONNECT_ERROR: self._on_connect_error,
+            BINARY_EVENT: self._on_event_packet, BINARY_ACK: self._on_ack,
         }
 
     @property
@@ -250,8 +180,21 @@ class SocketIOCodec:
                 if name.lower() not in lowered]
 
     def _connect_auth(self) -> Any:
-        """The namespace CONNECT ``auth`` payload, or None for none."""
-        return dict(self._config.auth) if self._config.auth is not None else None
+        """The namespace CONNECT ``auth`` payload, or None for none.
+
+        A callable ``auth`` is called with this connection's identity, so each
+        handshake carries the thread (and session id) its state held (I1). It
+        runs in the session's actor, like the other user callbacks.
+        """
+        auth = self._config.auth
+        if callable(auth):
+            auth = auth(self._identity)
+        if auth is None:
+            return None
+        if not isinstance(auth, Mapping):
+            msg = f"the Socket.IO auth payload must be a mapping or None, not {type(auth).__name__}"
+            raise TypeError(msg)
+        return dict(auth)
 
     # --- inbound ----------------------------------------------------------------------
 
@@ -260,7 +203,7 @@ class SocketIOCodec:
 
     def received(self, frame: str | bytes) -> list[Action]:
         if not isinstance(frame, str):
-            return [Malformed(BINARY_UNSUPPORTED)]
+            return self._on_attachment(frame)
         if not frame:
             return [Malformed("empty frame")]
         handler = self._engineio.get(frame[0])
@@ -269,15 +212,56 @@ class SocketIOCodec:
         return handler(frame[1:])
 
     def _on_message(self, payload: str) -> list[Action]:
-        if payload[:1] in (str(BINARY_EVENT), str(BINARY_ACK)):
-            return [Malformed(BINARY_UNSUPPORTED)]
+        actions = self._abandon("a Socket.IO packet came before all its attachments")
         try:
             packet = decode_packet(payload)
         except ValueError as exc:
-            return [Malformed(f"bad Socket.IO packet: {exc}")]
+            return [*actions, Malformed(f"bad Socket.IO packet: {exc}")]
+        if packet.type in (BINARY_EVENT, BINARY_ACK) and packet.attachments:
+            self._partial = packet  # other namespaces' too: their attachments follow
+            return actions
+        return [*actions, *self._dispatch(packet)]
+
+    def _dispatch(self, packet: Packet) -> list[Action]:
         if packet.namespace != self._namespace:
             return []  # another namespace multiplexed on this connection: not ours
+        if self._stage == "connected":
+            self._packets_since_connect += 1
         return self._socketio[packet.type](packet)
+
+    def _on_attachment(self, frame: bytes) -> list[Action]:
+        packet = self._partial
+        if packet is None:
+            return [Malformed("a binary frame with no binary packet waiting for it")]
+        self._attachments.append(bytes(frame))
+        self._attachment_bytes += len(frame)
+        if self._attachment_bytes > binary.MAX_ATTACHMENT_BYTES:
+            return self._abandon(f"attachments past {binary.MAX_ATTACHMENT_BYTES} bytes")
+        if len(self._attachments) < packet.attachments:
+            return []
+        attachments = self._attachments
+        self._partial, self._attachments, self._attachment_bytes = None, [], 0
+        try:
+            data = binary.reconstruct(packet.data, attachments)
+        except ValueError as exc:
+            return self._malformed_packet(packet, str(exc))
+        return self._dispatch(Packet(packet.type, packet.namespace, packet.ack_id, data))
+
+    def _abandon(self, reason: str) -> list[Action]:
+        """Drop a binary packet whose attachments will not all come (nothing if none waits)."""
+        packet = self._partial
+        if packet is None:
+            return []
+        self._partial, self._attachments, self._attachment_bytes = None, [], 0
+        return self._malformed_packet(packet, reason)
+
+    def _malformed_packet(self, packet: Packet, reason: str) -> list[Action]:
+        """Count a broken binary packet; an ack of ours settles its emit with the error."""
+        actions: list[Action] = [Malformed(f"bad binary packet: {reason}")]
+        if (packet.type == BINARY_ACK and packet.ack_id is not None
+                and packet.namespace == self._namespace):
+            actions.append(Acked(packet.ack_id, None, error=f"malformed binary ack: {reason}"))
+        return actions
 
     def _on_open(self, payload: str) -> list[Action]:
         if self._stage != "open":
@@ -288,21 +272,20 @@ class SocketIOCodec:
             return [Malformed("Engine.IO open packet is not JSON")]
         if not isinstance(info, dict):
             return [Malformed("Engine.IO open packet is not a JSON object")]
-        sid, interval, timeout = info.get("sid"), info.get("pingInterval"), info.get("pingTimeout")
+        actions: list[Action] = [Phase("open")]
+        sid = info.get("sid")
         self.engineio_sid = sid if isinstance(sid, str) else None
-        if isinstance(interval, int | float) and not isinstance(interval, bool):
-            self.ping_interval_s = interval / 1000
-        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
-            self.ping_timeout_s = timeout / 1000
+        self.ping_interval_s = _milliseconds(info.get("pingInterval"), "pingInterval", actions)
+        self.ping_timeout_s = _milliseconds(info.get("pingTimeout"), "pingTimeout", actions)
         max_payload = info.get("maxPayload")
         if isinstance(max_payload, int) and not isinstance(max_payload, bool):
             self.max_payload = max_payload
         try:
             connect = encode_packet(CONNECT, self._namespace, self._connect_auth())
-        except (TypeError, ValueError) as exc:  # a spec error, but received() must not raise
-            return [Refused(f"cannot encode the Socket.IO auth payload: {exc}")]
+        except Exception as exc:  # noqa: BLE001 - the user's auth callable included
+            return [Refused(f"cannot make the Socket.IO auth payload: {exc!r}")]
         self._stage = "connect"
-        return [Phase("open"), Outbound(connect)]
+        return [*actions, Outbound(connect)]
 
     @staticmethod
     def _on_ping(payload: str) -> list[Action]:
@@ -328,7 +311,8 @@ class SocketIOCodec:
             return [Malformed("ACK without an ack id")]
         args = [] if packet.data is None else packet.data
         if not isinstance(args, list):
-            return [Malformed("ACK data must be a JSON array")]
+            return [Malformed("ACK data must be a JSON array"),
+                    Acked(packet.ack_id, None, error="malformed ack: data is not an array")]
         return [Acked(packet.ack_id, unpack_args(args))]
 
     def _on_connect_reply(self, packet: Packet) -> list[Action]:
@@ -343,12 +327,15 @@ class SocketIOCodec:
     def _on_connect_error(packet: Packet) -> list[Action]:
         return [Refused(_refusal_message(packet.data))]
 
-    @staticmethod
-    def _on_disconnect(packet: Packet) -> list[Action]:
-        reason = "server disconnected the namespace"
-        if packet.data is not None:  # python-socketio's always_connect refusals carry one
-            reason += f": {_refusal_message(packet.data)}"
-        return [Disconnected(reason)]
+    def _on_disconnect(self, packet: Packet) -> list[Action]:
+        if packet.data is None:
+            return [Disconnected("server disconnected the namespace")]
+        message = _refusal_message(packet.data)
+        if self._stage == "connect" or self._packets_since_connect <= 1:
+            # python-socketio with always_connect=True accepts the CONNECT, then at
+            # once sends DISCONNECT with the handler's refusal: a refusal, not a loss.
+            return [Refused(message)]
+        return [Disconnected(f"server disconnected the namespace: {message}")]
 
     def _on_connected(self) -> list[Action]:
         """Actions once the server accepted the namespace."""
@@ -360,26 +347,29 @@ class SocketIOCodec:
 
     # --- outbound ---------------------------------------------------------------------
 
-    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> str | bytes:
+    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> Frames:
         if not isinstance(event, str):
             msg = "Socket.IO sends are events: use emit(event, data), not send()"
             raise TypeError(msg)
         return self.encode_event(event, data, ack_id)
 
-    def encode_event(self, event: str, data: Any = None, ack_id: int | None = None) -> str:
-        """The EVENT frame for ``event``: no argument when ``data`` is None, else one."""
+    def encode_event(self, event: str, data: Any = None, ack_id: int | None = None) -> Frames:
+        """The frames for ``event``: no argument when ``data`` is None, else one.
+
+        Data holding ``bytes`` (at any depth) goes as a binary event with attachments.
+        """
         args: list[Any] = [event] if data is None else [event, data]
         try:
-            return encode_packet(EVENT, self._namespace, args, ack_id)
+            return encode_frames(EVENT, self._namespace, args, ack_id)
         except TypeError as exc:
-            msg = f"event data must be JSON-serializable (no binary attachments): {exc}"
+            msg = f"event data must be JSON-serializable or bytes: {exc}"
             raise TypeError(msg) from exc
 
-    def encode_ack(self, ack_id: int, data: Any) -> str | bytes:
+    def encode_ack(self, ack_id: int, data: Any) -> Frames:
         try:
-            return encode_packet(ACK, self._namespace, pack_args(data), ack_id)
+            return encode_frames(ACK, self._namespace, pack_args(data), ack_id)
         except TypeError as exc:
-            msg = f"ack data must be JSON-serializable (no binary attachments): {exc}"
+            msg = f"ack data must be JSON-serializable or bytes: {exc}"
             raise TypeError(msg) from exc
 
     def autoreply(self, frame: str | bytes) -> str | bytes | None:
@@ -396,6 +386,18 @@ def autoreply(frame: str | bytes) -> str | None:
     return None
 
 
+def _milliseconds(value: Any, name: str, actions: list[Action]) -> float | None:
+    """Seconds from a server's millisecond setting; out of range is counted and ignored."""
+    if value is None:
+        return None
+    if (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value <= MAX_TIMER_MS):
+        return value / 1000
+    # The value itself is not shown: str() of a huge int raises (Python's digit limit).
+    actions.append(Malformed(f"Engine.IO open packet: {name} is not a number of ms in range"))
+    return None
+
+
 def _refusal_message(data: Any) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
@@ -403,4 +405,7 @@ def _refusal_message(data: Any) -> str:
         return data
     if data is None:
         return "connection refused"
-    return json.dumps(data)  # not dumps(): a peer's NaN must not make this raise
+    try:
+        return json.dumps(data)[:1000]  # not dumps(): a peer's NaN must not make this raise
+    except (ValueError, RecursionError):
+        return "connection refused (unreadable reason)"

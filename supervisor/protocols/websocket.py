@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.protocols.base import Action, Handshake, Identity, Inbound, Ready, VersionLookup
+from supervisor.protocols.base import (
+    Action,
+    Frames,
+    Handshake,
+    Identity,
+    Inbound,
+    Ready,
+    VersionLookup,
+)
 from supervisor.protocols.config import ProtocolConfig
 
 
@@ -31,16 +39,16 @@ class WebSocketCodec:
     def received(self, frame: str | bytes) -> list[Action]:
         return [Inbound("message", frame)]
 
-    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> str | bytes:
+    def encode(self, event: str | None, data: Any, ack_id: int | None = None) -> Frames:
         if event is not None or ack_id is not None:
             msg = "plain WebSocket sessions have no events: use send(text), not emit()"
             raise TypeError(msg)
         if not isinstance(data, str | bytes):
             msg = f"send() takes str or bytes on a plain WebSocket, not {type(data).__name__}"
             raise TypeError(msg)
-        return data
+        return [data]
 
-    def encode_ack(self, ack_id: int, data: Any) -> str | bytes:
+    def encode_ack(self, ack_id: int, data: Any) -> Frames:
         msg = "plain WebSocket has no acknowledgements"
         raise TypeError(msg)
 

@@ -1,4 +1,7 @@
-"""A small Chainlit 2.x echo app for the interop tests (run by ``harness.ChainlitApp``).
+"""A small Chainlit echo app for the interop tests (run by ``harness.ChainlitApp``).
+
+The same file runs on Chainlit 2.12 (the test extra), 2.0.1 and 1.3.2 (their own
+virtualenvs, ``tests/interop/setup.sh``).
 
 - Password login for two users, ``alice``/``alice-pw`` and ``bob``/``bob-pw``.
 - Threads persist in SQLite through Chainlit's ``SQLAlchemyDataLayer``; the file
@@ -12,9 +15,12 @@
 from __future__ import annotations
 
 import hmac
+import json
 import os
+from typing import Any
 
 import chainlit as cl
+import chainlit.data
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.types import ThreadDict
 
@@ -38,10 +44,31 @@ async def auth(username: str, password: str) -> cl.User | None:
     return cl.User(identifier=username, metadata=dict(entry[1]))
 
 
-@cl.data_layer
-def data_layer() -> SQLAlchemyDataLayer:
+# On SQLite (no JSONB) Chainlit's SQLAlchemy layer returns a thread's ``metadata`` as
+# the JSON string it stored; 1.x and 2.0.x then call ``metadata.copy()`` when resuming.
+# Later versions parse it themselves (2.12 is left exactly as it ships).
+DECODE_METADATA = cl.__version__.startswith(("1.", "2.0."))
+
+
+class SQLiteDataLayer(SQLAlchemyDataLayer):
+    """Chainlit's SQLAlchemy layer, with thread metadata decoded on read where needed."""
+
+    async def get_thread(self, thread_id: str) -> Any:
+        thread = await super().get_thread(thread_id)
+        if DECODE_METADATA and thread is not None and isinstance(thread.get("metadata"), str):
+            thread["metadata"] = json.loads(thread["metadata"] or "{}")
+        return thread
+
+
+def data_layer() -> SQLiteDataLayer:
     """SQLite data layer on the harness's per-run file."""
-    return SQLAlchemyDataLayer(conninfo=f"sqlite+aiosqlite:///{os.environ[DB_ENV]}")
+    return SQLiteDataLayer(conninfo=f"sqlite+aiosqlite:///{os.environ[DB_ENV]}")
+
+
+if cl.__version__.startswith("1."):  # 1.x reads the module global
+    chainlit.data._data_layer = data_layer()  # type: ignore[attr-defined]
+else:
+    cl.data_layer(data_layer)
 
 
 @cl.on_chat_start

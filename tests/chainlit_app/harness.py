@@ -93,6 +93,8 @@ class ChainlitApp:
 
     Attributes once started: ``url`` (``http://127.0.0.1:PORT``), ``port``, ``root``
     (the temporary app root), ``db_path``, ``secret`` (``CHAINLIT_AUTH_SECRET``),
+    ``python`` (the interpreter whose Chainlit runs; see ``versions.py`` for the
+    extra versions), ``config`` (which ``.chainlit/`` file becomes its config.toml),
     ``log_path`` (the server's stdout and stderr) and ``startup_s`` (seconds from
     spawn to the first 200 from ``/health``).
     """
@@ -104,7 +106,11 @@ class ChainlitApp:
         stop_timeout: float = 10.0,
         keep_root: bool = False,
         extra_env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        config: str = "config.toml",
     ) -> None:
+        self.python = python
+        self.config = config
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.keep_root = keep_root
@@ -235,28 +241,43 @@ class ChainlitApp:
             conn.close()
         return [(str(kind), str(output or "")) for kind, output in rows]
 
+    def owner(self, thread_id: str) -> str | None:
+        """The ``userIdentifier`` of the persisted thread, or None (no row, or no user yet)."""
+        assert self.db_path is not None
+        conn = sqlite3.connect(self.db_path)
+        try:
+            row = conn.execute('SELECT "userIdentifier" FROM threads WHERE "id" = ?',
+                               (thread_id,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None or row[0] is None else str(row[0])
+
     def wait_persisted(
         self,
         thread_id: str,
         predicate: Callable[[list[tuple[str, str]]], bool],
         timeout: float = 10.0,
+        owner: str | None = None,
     ) -> list[tuple[str, str]]:
         """Wait until the thread's persisted steps satisfy ``predicate``; return them.
 
         Chainlit writes steps in fire-and-forget tasks and signals nothing when they
         land: a reply and ``task_end`` can reach the client before the steps are in the
         database, so a resume straight after a turn may miss that turn. Looking at the
-        database is the only way to know. The poll interval is a wait on the server
+        database is the only way to know. The thread's user is written by another such
+        task, and a resume before it lands is "not the author" (so not found): pass
+        ``owner`` to wait for it too. The poll interval is a wait on the server
         process, so a crashed server fails at once.
         """
         deadline = time.monotonic() + timeout
         while True:
             steps = self.steps(thread_id)
-            if predicate(steps):
+            if predicate(steps) and (owner is None or self.owner(thread_id) == owner):
                 return steps
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"thread {thread_id} steps after {timeout}s: {steps}")
+                raise TimeoutError(f"thread {thread_id} steps after {timeout}s: {steps}, "
+                                   f"owner {self.owner(thread_id)!r}")
             if self._proc is None:
                 raise ChainlitAppError("not running")
             try:
@@ -272,7 +293,7 @@ class ChainlitApp:
         self.root = root
         shutil.copy2(APP_DIR / "app.py", root / "app.py")
         (root / ".chainlit").mkdir()
-        shutil.copy2(APP_DIR / ".chainlit" / "config.toml", root / ".chainlit" / "config.toml")
+        shutil.copy2(APP_DIR / ".chainlit" / self.config, root / ".chainlit" / "config.toml")
         self.db_path = create_schema(root / "chainlit.sqlite3")
         self.log_path = root / "server.log"
 
@@ -303,7 +324,7 @@ class ChainlitApp:
         self.url = f"http://{HOST}:{self.port}"
         self._log = self.log_path.open("ab")
         cmd = [
-            sys.executable, "-m", "chainlit", "run", "app.py",
+            self.python, "-m", "chainlit", "run", "app.py",
             "--headless", "--host", HOST, "--port", str(self.port),
         ]  # fmt: skip
         started = time.monotonic()
