@@ -45,8 +45,9 @@ class TestPublicSurface:
     def test_all_is_pinned(self) -> None:
         """An accidental export or a lost name fails here."""
         assert sorted(supervisor.__all__) == sorted([
-            "ConnectionLost", "DeadlineExceeded", "Event", "HandshakeError", "HandshakeRefused",
-            "Lifecycle", "LifecycleKind", "MalformedAck", "OutboxFull",
+            "ConnectionLost", "DeadlineExceeded", "Event", "EventsOverflowed", "HandshakeError",
+            "HandshakeRedirected", "HandshakeRefused", "Lifecycle", "LifecycleKind",
+            "MalformedAck", "MessageTooBig", "OutboxFull",
             "ProtocolRefused", "ReplyTimeout", "RestartPolicy", "RestartType", "ResumeResult",
             "ResumeTimeout", "SendTimeout", "Session",
             "SessionClosed", "SessionCrashed", "SessionFailed", "SessionSpec", "SessionState",
@@ -58,8 +59,13 @@ class TestPublicSurface:
         errors = [getattr(supervisor, name) for name in supervisor.__all__
                   if isinstance(getattr(supervisor, name), type)
                   and issubclass(getattr(supervisor, name), Exception)]
-        assert len(errors) == 15
+        assert len(errors) == 18
         assert all(issubclass(error, supervisor.SupervisorError) for error in errors)
+        # errors.py is the one list: every error it defines is exported.
+        defined = {name for name, value in vars(supervisor.errors).items()
+                   if isinstance(value, type) and issubclass(value, Exception)
+                   and value.__module__ == "supervisor.errors"}
+        assert defined == {error.__name__ for error in errors}
         assert not issubclass(supervisor.SessionClosed, supervisor.ConnectionLost)
 
 
