@@ -24,6 +24,8 @@ from supervisor.loadtest.thresholds import judge
 
 REPORT_VERSION = 1
 EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C before the run could finish (128 + SIGINT, as shells report it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,20 +91,29 @@ class Credentials:
             return dict(self._cache[user])
 
 
-def run(config: LoadTestConfig, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
-    """Run the load test ``config`` describes; return the exit status."""
-    out, err = out or sys.stdout, err or sys.stderr
+def start_target(config: LoadTestConfig,
+                 err: IO[str]) -> tuple[EmbeddedTarget | None, str] | None:
+    """Start the embedded target, or check that ``--target`` answers: the target process
+    (to stop afterwards) and the base URL; None, with the reason printed, when it cannot."""
     target = EmbeddedTarget(embedded_arguments(config)) if config.embedded else None
     try:
         if target is not None:
-            base = target.start()
-        else:
-            assert config.target is not None
-            check_reachable(config.target, timeout=min(5.0, config.connect_timeout))
-            base = config.target
+            return target, target.start()
+        assert config.target is not None
+        check_reachable(config.target, timeout=min(5.0, config.connect_timeout))
     except TargetError as exc:
         fail(str(exc), err)
+        return None
+    return None, config.target
+
+
+def run(config: LoadTestConfig, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run the load test ``config`` describes; return the exit status."""
+    out, err = out or sys.stdout, err or sys.stderr
+    started = start_target(config, err)
+    if started is None:
         return EXIT_UNREACHABLE
+    target, base = started
     try:
         return LoadTest(config, base, target, out, err).run()
     finally:

@@ -32,16 +32,16 @@ from types import FrameType
 from typing import IO, Any
 
 from supervisor.loadtest.config import LoadTestConfig
-from supervisor.loadtest.target import (
-    EmbeddedTarget,
-    TargetError,
-    check_reachable,
-    embedded_arguments,
+from supervisor.loadtest.report import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_THRESHOLD,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
 )
+from supervisor.loadtest.runner import PROG, fail, start_target
 from supervisor.locust._options import RUN_FILE_ENV, write_run_file
 
-PROG = "supervisor loadtest"
-EXIT_OK, EXIT_ERROR_RATE, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 LOCUSTFILE = Path(__file__).with_name("_locustfile.py")
 START_LIMIT_S = 60.0
 """How long the workers may take to connect to the master."""
@@ -62,28 +62,17 @@ def _free_port() -> int:
         return port
 
 
-def _fail(message: str, err: IO[str]) -> None:
-    print(f"{PROG}: error: {message}", file=err, flush=True)
-
-
 def run_processes(config: LoadTestConfig, out: IO[str] | None = None,
                   err: IO[str] | None = None) -> int:
     """Run ``config`` on Locust's engine with ``config.processes`` workers; the exit status."""
     out, err = out or sys.stdout, err or sys.stderr
     if importlib.util.find_spec("locust") is None:
-        _fail("--processes needs Locust (pip install 'session-supervisor[locust]')", err)
+        fail("--processes needs Locust (pip install 'session-supervisor[locust]')", err)
         return EXIT_USAGE
-    target = EmbeddedTarget(embedded_arguments(config)) if config.embedded else None
-    try:
-        if target is not None:
-            base = target.start()
-        else:
-            assert config.target is not None
-            check_reachable(config.target, timeout=min(5.0, config.connect_timeout))
-            base = config.target
-    except TargetError as exc:
-        _fail(str(exc), err)
+    started = start_target(config, err)
+    if started is None:
         return EXIT_UNREACHABLE
+    target, base = started
     try:
         with tempfile.TemporaryDirectory(prefix="supervisor-locust-") as folder:
             return _Run(config, base, Path(folder), out, err).run()
@@ -186,13 +175,13 @@ class _Run:
         from supervisor.loadtest.progress import summary  # noqa: PLC0415 - rich, only now
 
         if status is None:
-            _fail(f"the Locust master did not finish in time; stopped it (see {self.err.name})"
+            fail(f"the Locust master did not finish in time; stopped it (see {self.err.name})"
                   if hasattr(self.err, "name") else "the Locust master did not finish in time",
                   self.err)
         try:
             report: dict[str, Any] = json.loads(self.report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            _fail(f"the Locust master wrote no report (exit status {status})", self.err)
+            fail(f"the Locust master wrote no report (exit status {status})", self.err)
             return EXIT_UNREACHABLE
         from rich.console import Console  # noqa: PLC0415
 
@@ -200,12 +189,12 @@ class _Run:
                 highlight=False).print(summary(report))
         lost = report.get("distributed", {}).get("lost_workers", [])
         if lost or self.lost:
-            _fail(f"{max(len(lost), len(self.lost))} of {self.workers} workers were lost "
+            fail(f"{max(len(lost), len(self.lost))} of {self.workers} workers were lost "
                   "during the run (their last reports are in the totals)", self.err)
         if self.interrupts > 1:
             return EXIT_INTERRUPTED
         if not report["sessions"].get("connected_peak"):
-            _fail("no session connected (check --target and --protocol)", self.err)
+            fail("no session connected (check --target and --protocol)", self.err)
             return EXIT_UNREACHABLE
         verdict = report["exit"]
         if not verdict.get("passed", True):
@@ -213,11 +202,11 @@ class _Run:
             why = (f"error rate {verdict.get('error_rate', 0.0):.2%} is above "
                    f"--fail-on-error-rate {limit:.2%}" if isinstance(limit, float)
                    else "the run failed its thresholds")
-            _fail(f"{why} (see the errors in the report)", self.err)
+            fail(f"{why} (see the errors in the report)", self.err)
         status = verdict.get("status")  # the report's own exit status, when it gives one
         if isinstance(status, int):
             return status
-        return EXIT_OK if verdict.get("passed", True) else EXIT_ERROR_RATE
+        return EXIT_OK if verdict.get("passed", True) else EXIT_THRESHOLD
 
     # --- signals ------------------------------------------------------------------
 
