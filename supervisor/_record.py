@@ -33,6 +33,10 @@ def _release_nobody(reason: str | None) -> None:
     """Until a supervisor adopts the record, nobody holds it."""
 
 
+def _forget_nothing() -> None:
+    """Until a supervisor tracks the record, nobody counts it."""
+
+
 class SessionRecord:
     """Internal: one supervised session's durable part."""
 
@@ -44,8 +48,10 @@ class SessionRecord:
         self.parked: deque[Command] = deque()
         self.terminal: SupervisorError | None = None
         """Set once the session is closed or failed: later commands fail with it."""
-        self.release: Callable[[str | None], None] = _release_nobody
-        """Tells the supervisor the session ended (None: closed by us; else why it failed)."""
+        self.on_release: Callable[[str | None], None] = _release_nobody
+        """The supervisor actor's hook: the session ended (None: closed by us; else why)."""
+        self.on_forget: Callable[[], None] = _forget_nothing
+        """The metrics tap's hook: the session is gone for good (closed, failed then closed)."""
         self.snapshot = SessionState(
             session_id=spec.session_id, thread_id=spec.thread_id, connected_thread_id=None,
             generation=0, status=SessionStatus.CONNECTING, restarts=0)
@@ -73,6 +79,13 @@ class SessionRecord:
             # Closing a session that failed: the supervisor forgets it (no leak).
             self.release(None)
         fail_command(command, terminal)
+
+    def release(self, reason: str | None) -> None:
+        """Tell the supervisor the session ended: None, closed by us (then it is
+        forgotten, metrics included), else why it failed (it stays counted until closed)."""
+        self.on_release(reason)
+        if reason is None:
+            self.on_forget()
 
     def adopt(self, ref: pykka.ActorRef[Any]) -> None:
         """``ref`` is this session's actor from now on (unless the session has ended)."""

@@ -62,6 +62,9 @@ class Supervisor:
             msg = f"open() takes a SessionSpec, not {type(spec).__name__}"
             raise TypeError(msg)
         record = SessionRecord(self._tap.wrap(spec))  # the tap hears its lifecycle first
+        session_id = spec.session_id
+        # Closing a failed session sends no lifecycle report: the release tells the tap.
+        record.on_forget = lambda: self._tap.forget(session_id)
         # pykka drops a tell that lands after the actor's stop: a record adopted
         # by nobody would wait forever. Under the lock, an Adopt is queued
         # before stop()'s BeginStop or not at all.

@@ -241,3 +241,22 @@ class TestCollector:
         assert value(families, "supervisor_restarts_total", reason="handshake_error") == 1
         assert not health.healthy
         assert "restart budget" in health.problems[0]
+
+    def test_closing_a_failed_session_forgets_it(self) -> None:
+        """Closing a session failed by its budget empties the failed gauge; health recovers."""
+        with socket.socket() as probe:  # a port that refuses: nothing listens on it
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with Supervisor.start(fast_policy(max_restarts=1)) as sup:
+            session = sup.open(SessionSpec(url=f"ws://127.0.0.1:{port}/", connect_timeout=5))
+            wait_until(lambda: session.state().status is SessionStatus.FAILED, TIMEOUT, "failure")
+            assert not sup.health().healthy
+            session.close().get(timeout=TIMEOUT)
+            health = sup.health()
+            families = scrape(sup)
+            tracked = set(sup._tap._tracks)
+        assert health.healthy, health.problems
+        assert value(families, "supervisor_budgets_exhausted") == 0
+        assert value(families, "supervisor_sessions", status="failed") == 0
+        assert value(families, "supervisor_restarts_total", reason="handshake_error") == 1
+        assert session.id not in tracked
