@@ -15,12 +15,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from recording_server import RecordingServer
+from support import fast_policy
 from target_process import TargetProcess
 
-from supervisor import Event, Lifecycle, LifecycleKind, SessionSpec, SessionStatus
+from supervisor import Event, Lifecycle, LifecycleKind, SessionSpec, SessionState, SessionStatus
 from supervisor._futures import CallbackFuture, new_future, on_loop, reject, resolve
 from supervisor.aio import AsyncSupervisor, EventStream
 from supervisor.errors import EventsOverflowed, ReplyTimeout, SessionClosed
+from supervisor.protocols import websocket as websocket_protocol
 
 TIMEOUT = 15.0
 
@@ -297,6 +300,31 @@ class TestAsyncSession:
         seen, dropped = asyncio.run(main())
         assert len(seen) == 4
         assert dropped > 0
+
+    def test_crash_past_the_budget_ends_the_iterator_with_failed(
+            self, ws_server: RecordingServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An actor that crashes with no restart left: events() ends on a FAILED report."""
+        def received(self: Any, frame: str | bytes) -> Any:
+            raise RuntimeError("codec bug")
+
+        monkeypatch.setattr(websocket_protocol.WebSocketCodec, "received", received)
+
+        async def main() -> tuple[list[Any], SessionState]:
+            async with AsyncSupervisor.start(fast_policy(max_restarts=0)) as sup:
+                session = sup.open(SessionSpec(url=ws_server.url, thread_id="t-1"))
+                await asyncio.wait_for(session.resume("t-1"), TIMEOUT)
+                await asyncio.wait_for(session.send("boom"), TIMEOUT)  # its echo crashes it
+                seen: list[Any] = []
+                await asyncio.wait_for(read_into(session.events(), seen), TIMEOUT)
+                return seen, session.state()
+
+        seen, state = asyncio.run(main())
+        assert state.status is SessionStatus.FAILED
+        last = seen[-1]
+        assert isinstance(last, Lifecycle)
+        assert (last.kind, last.error, last.thread_id) == (
+            LifecycleKind.FAILED, "SessionCrashed", "t-1")
+        assert last.reason == state.reason
 
 
 def test_open_outside_a_running_loop_is_refused() -> None:
