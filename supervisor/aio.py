@@ -20,7 +20,8 @@ Events and lifecycle reports reach ``session.events()`` through a bounded
 buffer (``event_buffer`` per session). When it is full, newer items are
 dropped and counted (``supervisor_events_dropped_total``), and the iterator
 raises :class:`~supervisor.errors.EventsOverflowed` at the gap, after every
-item from before it; iterating again carries on after the gap.
+item from before it; iterating again carries on after the gap. The session's
+last report (CLOSED or FAILED) is never dropped: it says why the iteration ends.
 
 Supported: asyncio with the thread runtime (the default). asyncio on a
 gevent-patched process is not supported (see ``docs/services.md``).
@@ -89,12 +90,18 @@ class EventStream:
         self._closed = False
 
     def put(self, item: Item) -> None:
-        """Add ``item`` (any thread); never blocks: a full buffer drops and counts it."""
+        """Add ``item`` (any thread); never blocks: a full buffer drops and counts it.
+
+        The terminal report (CLOSED or FAILED) is always kept, so the consumer
+        learns why the iteration ends: the bound is ``limit`` items, one gap and
+        that one report.
+        """
         dropped = False
         with self._lock:
             if self._closed:
                 return
-            if len(self._items) < self._limit:
+            terminal = isinstance(item, Lifecycle) and item.kind in _TERMINAL
+            if terminal or len(self._items) < self._limit:
                 self._items.append(item)
             else:
                 dropped = True
@@ -102,8 +109,8 @@ class EventStream:
                 if isinstance(last, _Gap):
                     last.count += 1
                 else:
-                    self._items.append(_Gap())  # the bound is limit items plus one gap
-            if isinstance(item, Lifecycle) and item.kind in _TERMINAL:
+                    self._items.append(_Gap())
+            if terminal:
                 self._closed = True
             waiter, self._waiter = self._waiter, None
         if dropped:

@@ -139,6 +139,24 @@ class TestEventStream:
         assert seen == [0, 1, 2, 3, 4, ("gap", 3), events[0], closed]
         assert dropped == 3
 
+    def test_full_buffer_keeps_the_terminal_report(self) -> None:
+        """A full buffer still takes CLOSED: the consumer sees the gap, then why it ended."""
+        events = [Event("s", None, 1, "message", n) for n in range(5)]
+        closed = lifecycle(LifecycleKind.CLOSED)
+
+        async def consume(stream: EventStream) -> list[Any]:
+            read: list[Any] = []
+            with pytest.raises(EventsOverflowed) as info:
+                await read_into(stream, read)
+            seen: list[Any] = [item.data for item in read]
+            seen.append(("gap", info.value.dropped))
+            seen.extend([item async for item in stream])
+            return seen
+
+        seen, dropped = self.run_with_producer(3, [*events, closed], consume)
+        assert seen == [0, 1, 2, ("gap", 2), closed]
+        assert dropped == 2
+
     def test_terminal_lifecycle_ends_the_iteration(self) -> None:
         """After CLOSED or FAILED the iterator ends, and later items are ignored."""
         failed = lifecycle(LifecycleKind.FAILED)
