@@ -60,6 +60,14 @@ DEFAULT_EVENT_BUFFER = 1024
 _TERMINAL = (LifecycleKind.CLOSED, LifecycleKind.FAILED)
 
 
+def _checked_buffer(limit: int) -> int:
+    """``limit`` if it can bound an event buffer; ``ValueError`` before anything starts."""
+    if limit < 1:
+        msg = f"event_buffer must be at least 1, got {limit}"
+        raise ValueError(msg)
+    return limit
+
+
 class _Gap:
     """Where items were dropped, and how many (internal)."""
 
@@ -78,11 +86,8 @@ class EventStream:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int,
                  on_drop: Callable[[int], None]) -> None:
-        if limit < 1:
-            msg = f"event_buffer must be at least 1, got {limit}"
-            raise ValueError(msg)
         self._loop = loop
-        self._limit = limit
+        self._limit = _checked_buffer(limit)
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._items: deque[Item | _Gap] = deque()
@@ -234,14 +239,18 @@ class AsyncSupervisor:
 
     def __init__(self, supervisor: Supervisor, event_buffer: int = DEFAULT_EVENT_BUFFER) -> None:
         self._sup = supervisor
-        self._event_buffer = event_buffer
+        self._event_buffer = _checked_buffer(event_buffer)
         self._streams: dict[str, EventStream] = {}
 
     @classmethod
     def start(cls, policy: RestartPolicy | None = None, *,
               on_session_failed: FailureCallback | None = None,
               event_buffer: int = DEFAULT_EVENT_BUFFER) -> AsyncSupervisor:
-        """Start a supervisor (its actor thread starts at once; nothing is awaited)."""
+        """Start a supervisor (its actor thread starts at once; nothing is awaited).
+
+        ``event_buffer`` (at least 1, else ``ValueError``) bounds each session's
+        ``events()`` buffer unless ``open()`` says otherwise."""
+        _checked_buffer(event_buffer)  # before a supervisor starts that nobody would stop
         return cls(Supervisor.start(policy, on_session_failed=on_session_failed), event_buffer)
 
     @property
@@ -250,11 +259,14 @@ class AsyncSupervisor:
         return self._sup
 
     def open(self, spec: SessionSpec, *, event_buffer: int | None = None) -> AsyncSession:
-        """Open a session on the running loop; it connects at once, nothing is awaited."""
+        """Open a session on the running loop; it connects at once, nothing is awaited.
+
+        ``event_buffer``: this session's bound for ``events()`` (at least 1, else
+        ``ValueError`` before anything opens); None, the supervisor's."""
         loop = asyncio.get_running_loop()
         session_id = spec.session_id
-        stream = EventStream(loop, event_buffer or self._event_buffer,
-                             self._sup._tap.count_events_dropped)
+        limit = self._event_buffer if event_buffer is None else event_buffer
+        stream = EventStream(loop, limit, self._sup._tap.count_events_dropped)
         user_event, user_lifecycle = spec.on_event, spec.on_lifecycle
 
         def on_event(event: Event) -> Any:

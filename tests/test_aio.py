@@ -345,6 +345,25 @@ class TestAsyncSession:
         assert last.reason == state.reason
 
 
+@pytest.mark.parametrize("event_buffer", [0, -1])
+def test_open_refuses_an_event_buffer_below_one(event_buffer: int) -> None:
+    """open(event_buffer=0) raises ValueError before opening; it is not the default."""
+
+    async def main() -> Any:
+        async with AsyncSupervisor.start() as sup:
+            with pytest.raises(ValueError, match="at least 1"):
+                sup.open(SessionSpec(url="ws://127.0.0.1:9/"), event_buffer=event_buffer)
+            return sup.supervisor.metrics().sessions
+
+    assert sum(asyncio.run(main()).values()) == 0  # nothing was opened
+
+
+def test_start_refuses_an_event_buffer_below_one() -> None:
+    """AsyncSupervisor.start(event_buffer=0) raises ValueError before starting anything."""
+    with pytest.raises(ValueError, match="at least 1"):
+        AsyncSupervisor.start(event_buffer=0)
+
+
 def test_open_outside_a_running_loop_is_refused() -> None:
     """AsyncSupervisor.open needs the loop its awaitables will settle on."""
     sup = AsyncSupervisor.start()
