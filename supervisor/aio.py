@@ -23,8 +23,10 @@ raises :class:`~supervisor.errors.EventsOverflowed` at the gap, after every
 item from before it; iterating again carries on after the gap. The session's
 last report (CLOSED or FAILED) is never dropped: it says why the iteration ends.
 
-Supported: asyncio with the thread runtime (the default). asyncio on a
-gevent-patched process is not supported (see ``docs/services.md``).
+Supported: asyncio with the thread runtime (the default), and asyncio's
+default loop in a gevent-patched process (``gevent.monkey.patch_all()`` first;
+uvloop does not cooperate with gevent). ``docs/services.md`` has the loop's
+measured worst gaps in both.
 """
 
 from __future__ import annotations
