@@ -219,10 +219,15 @@ class SupervisorTap:
             self._events_dropped += n
 
     def observe(self, report: Lifecycle) -> None:
-        """One lifecycle report from a session's actor."""
+        """One lifecycle report from a session's actor.
+
+        A report of a session not tracked (``Supervisor.open`` tracks before
+        the actor starts, so: forgotten already) still counts, but leaves no
+        track behind.
+        """
         now = report.at
         with self._lock:
-            track = self._tracks.setdefault(report.session_id, _Track())
+            track = self._tracks.get(report.session_id) or _Track()
             match report.kind:
                 case LifecycleKind.CONNECTING:
                     self._handshakes += 1

@@ -281,8 +281,15 @@ class AsyncSupervisor:
                 self._streams.pop(session_id, None)
             return None if user_lifecycle is None else user_lifecycle(report)
 
-        session = self._sup.open(replace(spec, on_event=on_event, on_lifecycle=on_lifecycle))
+        # Registered before the session exists: its terminal report, however
+        # early, unregisters it, and stop() closes it if none comes.
         self._streams[session_id] = stream
+        try:
+            session = self._sup.open(replace(spec, on_event=on_event, on_lifecycle=on_lifecycle))
+        except BaseException:
+            if self._streams.get(session_id) is stream:
+                del self._streams[session_id]
+            raise
         return AsyncSession(session, loop, stream)
 
     def metrics(self) -> MetricsSample:

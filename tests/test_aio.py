@@ -21,8 +21,9 @@ from target_process import TargetProcess
 
 from supervisor import Event, Lifecycle, LifecycleKind, SessionSpec, SessionState, SessionStatus
 from supervisor._futures import CallbackFuture, new_future, on_loop, reject, resolve
+from supervisor._supervisor_actor import Adopt
 from supervisor.aio import AsyncSupervisor, EventStream
-from supervisor.errors import EventsOverflowed, ReplyTimeout, SessionClosed
+from supervisor.errors import EventsOverflowed, ReplyTimeout, SessionClosed, SupervisorStopped
 from supervisor.protocols import websocket as websocket_protocol
 
 TIMEOUT = 15.0
@@ -362,6 +363,42 @@ def test_start_refuses_an_event_buffer_below_one() -> None:
     """AsyncSupervisor.start(event_buffer=0) raises ValueError before starting anything."""
     with pytest.raises(ValueError, match="at least 1"):
         AsyncSupervisor.start(event_buffer=0)
+
+
+def test_a_session_ended_before_open_returns_leaves_no_stream() -> None:
+    """A terminal report that beats open()'s return unregisters the stream for good."""
+
+    class EndsAtOnce:
+        def tell(self, message: Adopt) -> None:
+            message.record.retire(SessionClosed("closed at once"), None, SessionStatus.CLOSED)
+
+    async def main() -> tuple[dict[str, EventStream], list[Any]]:
+        async with AsyncSupervisor.start() as sup:
+            actor, sup.supervisor._ref = sup.supervisor._ref, EndsAtOnce()  # type: ignore[assignment]
+            try:
+                session = sup.open(SessionSpec(url="ws://127.0.0.1:9/"))
+            finally:
+                sup.supervisor._ref = actor
+            streams = dict(sup._streams)
+            seen = [item async for item in session.events()]
+            return streams, seen
+
+    streams, seen = asyncio.run(main())
+    assert streams == {}
+    assert [item.kind for item in seen] == [LifecycleKind.CLOSED]
+
+
+def test_open_after_stop_registers_no_stream() -> None:
+    """open() refused by a stopped supervisor leaves no stream behind."""
+
+    async def main() -> dict[str, EventStream]:
+        sup = AsyncSupervisor.start()
+        await sup.stop()
+        with pytest.raises(SupervisorStopped):
+            sup.open(SessionSpec(url="ws://127.0.0.1:9/"))
+        return dict(sup._streams)
+
+    assert asyncio.run(main()) == {}
 
 
 def test_open_outside_a_running_loop_is_refused() -> None:

@@ -31,6 +31,8 @@ from supervisor._metrics import (
     SupervisorTap,
     reason_label,
 )
+from supervisor._supervisor_actor import Adopt
+from supervisor.errors import SessionClosed
 from supervisor.health import HealthThresholds, assess
 from supervisor.prometheus import SupervisorCollector
 
@@ -136,6 +138,34 @@ class TestPureParts:
         doc = (Path(__file__).parent.parent / "docs" / "services.md").read_text()
         listed = set(re.findall(r"^\| `(supervisor_[a-z_]+)", doc, flags=re.MULTILINE))
         assert listed == {spec.name for spec in METRICS}
+
+
+class EndsAtOnce:
+    """Stands in for the supervisor actor: the adopted session ends before open() returns."""
+
+    def tell(self, message: Adopt) -> None:
+        message.record.retire(SessionClosed("closed at once"), None, SessionStatus.CLOSED)
+
+
+class TestTapBookkeeping:
+    def test_a_session_ended_before_open_returns_leaves_no_track(self) -> None:
+        """A CLOSED report that beats open()'s return is not followed by a lasting track."""
+        with Supervisor.start() as sup:
+            actor, sup._ref = sup._ref, EndsAtOnce()  # type: ignore[assignment]
+            try:
+                session = sup.open(SessionSpec(url="ws://127.0.0.1:9/"))
+            finally:
+                sup._ref = actor
+            assert session.state().status is SessionStatus.CLOSED
+            assert sup._tap._tracks == {}
+            assert sum(sup.metrics().sessions.values()) == 0
+
+    def test_a_report_of_a_forgotten_session_leaves_no_track(self) -> None:
+        """A late report of a forgotten session is counted but re-creates no track."""
+        tap = SupervisorTap()
+        tap.observe(Lifecycle("gone", LifecycleKind.CONNECTING, None, 1, 0.0, cause="open"))
+        assert tap._tracks == {}
+        assert tap.sample().handshakes == 1
 
 
 def scrape(sup: Supervisor) -> dict[str, Any]:
