@@ -163,7 +163,9 @@ class TestFailedThenClosed:
         with pytest.raises(SessionFailed, match="401"):
             session.resume(None).get(timeout=10)
         assert session.id in [state.session_id for state in supervisor.sessions()]
-        assert supervisor.metrics().sessions[SessionStatus.FAILED] == 1
+        # The Resume is answered before the FAILED snapshot is published.
+        wait_until(lambda: supervisor.metrics().sessions[SessionStatus.FAILED] == 1,
+                   what="the failed session counted")
         session.close().get(timeout=10)
         assert supervisor.metrics().sessions[SessionStatus.FAILED] == 0  # the tap forgot it
         wait_until(lambda: session.id not in [s.session_id for s in supervisor.sessions()],
