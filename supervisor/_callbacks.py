@@ -1,8 +1,10 @@
 """Calling the user's callbacks from a session actor (internal).
 
-They run in the actor's thread. A bug in one is logged and contained: it must
+They run in the actor's thread; the report of an ending with no actor left
+(``SessionRecord.retire``) runs in the thread that ended it: the supervisor's,
+or the one calling ``stop()``. A bug in one is logged and contained: it must
 never cost the session its socket or its state. The records they receive are
-built by the session machine.
+built by the session machine (or, for such an ending, by the record).
 """
 
 from __future__ import annotations

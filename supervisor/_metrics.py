@@ -210,7 +210,7 @@ class SupervisorTap:
         return replace(spec, on_lifecycle=on_lifecycle)
 
     def track(self, session: Session) -> None:
-        """Count ``session`` in samples until it closes."""
+        """Count ``session`` in samples until it is closed (``forget``)."""
         with self._lock:
             self._tracks.setdefault(session.id, _Track()).session = session
 
@@ -219,10 +219,15 @@ class SupervisorTap:
             self._events_dropped += n
 
     def observe(self, report: Lifecycle) -> None:
-        """One lifecycle report from a session's actor."""
+        """One lifecycle report from a session's actor.
+
+        A report of a session not tracked (``Supervisor.open`` tracks before
+        the actor starts, so: forgotten already) still counts, but leaves no
+        track behind.
+        """
         now = report.at
         with self._lock:
-            track = self._tracks.setdefault(report.session_id, _Track())
+            track = self._tracks.get(report.session_id) or _Track()
             match report.kind:
                 case LifecycleKind.CONNECTING:
                     self._handshakes += 1
@@ -247,18 +252,27 @@ class SupervisorTap:
                 case LifecycleKind.LOST:
                     track.last_loss = reason_label(report.error)
                 case LifecycleKind.CLOSED:
-                    self._retire(report.session_id, track)
+                    self._retire(report.session_id)
                 case LifecycleKind.FAILED:
                     track.resume_started = None
             self._note_admission(self._clock())
 
-    def _retire(self, session_id: str, track: _Track) -> None:
-        """A closed session is forgotten; keep its counts in the totals."""
-        if track.session is not None:
+    def forget(self, session_id: str) -> None:
+        """The session is gone for good (closed; or failed, then closed): stop counting it.
+
+        Called on release, which no lifecycle report announces when a failed
+        session is closed; a no-op for a session already forgotten.
+        """
+        with self._lock:
+            self._retire(session_id)
+
+    def _retire(self, session_id: str) -> None:
+        """Forget a session (lock held); keep its counts in the totals."""
+        track = self._tracks.pop(session_id, None)
+        if track is not None and track.session is not None:
             state = track.session.state()
             self._retired_stale += state.stale_frames_dropped
             self._retired_malformed += state.malformed_frames
-        del self._tracks[session_id]
 
     def _note_admission(self, now: float) -> None:
         if self._admission is None:

@@ -12,6 +12,7 @@ between actors and the ending. ``retire`` is the one way a record ends.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,18 +20,26 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from supervisor._callbacks import UserCallbacks
 from supervisor._futures import reject, resolve
+from supervisor._logging import get_logger
 from supervisor._machine_io import Command
-from supervisor.messages import Close, SessionState, SessionStatus
+from supervisor.messages import Close, Lifecycle, LifecycleKind, SessionState, SessionStatus
 from supervisor.spec import SessionSpec
 
 if TYPE_CHECKING:
     from supervisor._transport import Connection
     from supervisor.errors import SupervisorError
 
+_log = get_logger("supervisor.session")
+
 
 def _release_nobody(reason: str | None) -> None:
     """Until a supervisor adopts the record, nobody holds it."""
+
+
+def _forget_nothing() -> None:
+    """Until a supervisor tracks the record, nobody counts it."""
 
 
 class SessionRecord:
@@ -44,8 +53,10 @@ class SessionRecord:
         self.parked: deque[Command] = deque()
         self.terminal: SupervisorError | None = None
         """Set once the session is closed or failed: later commands fail with it."""
-        self.release: Callable[[str | None], None] = _release_nobody
-        """Tells the supervisor the session ended (None: closed by us; else why it failed)."""
+        self.on_release: Callable[[str | None], None] = _release_nobody
+        """The supervisor actor's hook: the session ended (None: closed by us; else why)."""
+        self.on_forget: Callable[[], None] = _forget_nothing
+        """The metrics tap's hook: the session is gone for good (closed, failed then closed)."""
         self.snapshot = SessionState(
             session_id=spec.session_id, thread_id=spec.thread_id, connected_thread_id=None,
             generation=0, status=SessionStatus.CONNECTING, restarts=0)
@@ -74,6 +85,13 @@ class SessionRecord:
             self.release(None)
         fail_command(command, terminal)
 
+    def release(self, reason: str | None) -> None:
+        """Tell the supervisor the session ended: None, closed by us (then it is
+        forgotten, metrics included), else why it failed (it stays counted until closed)."""
+        self.on_release(reason)
+        if reason is None:
+            self.on_forget()
+
     def adopt(self, ref: pykka.ActorRef[Any]) -> None:
         """``ref`` is this session's actor from now on (unless the session has ended)."""
         with self.lock:
@@ -94,7 +112,10 @@ class SessionRecord:
         """End the session: fail what is parked, release it from the supervisor.
 
         Every ending comes here, once (False if it had ended already). ``status``
-        updates the snapshot when no machine published the ending (no actor).
+        is given when no machine ended the session (no actor): the record then
+        publishes the ending and reports it to ``on_lifecycle`` (FAILED or
+        CLOSED), as the machine would have, so the metrics tap and
+        ``supervisor.aio`` iterators hear of it.
         """
         with self.lock:
             if self.terminal is not None:
@@ -106,10 +127,21 @@ class SessionRecord:
         if status is not None:
             self.snapshot = replace(self.snapshot, status=status, connected_thread_id=None,
                                     reason=reason)
+            self._report_ending(status, reason, error)
         for command in commands:
             fail_command(command, error)
         self.release(reason)
         return True
+
+
+    def _report_ending(self, status: SessionStatus, reason: str | None,
+                       error: SupervisorError) -> None:
+        kind = LifecycleKind.CLOSED if status is SessionStatus.CLOSED else LifecycleKind.FAILED
+        snapshot = self.snapshot
+        report = Lifecycle(self.spec.session_id, kind, snapshot.thread_id, snapshot.generation,
+                           time.monotonic(), reason,
+                           None if reason is None else type(error).__name__)
+        UserCallbacks(self.spec).lifecycle(_log.bind(session_id=self.spec.session_id), report)
 
 
 def fail_command(command: Command, error: SupervisorError) -> None:

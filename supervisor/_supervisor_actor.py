@@ -111,7 +111,7 @@ class SupervisorActor(pykka.ThreadingActor):
             with contextlib.suppress(pykka.ActorDeadError):  # stopped: nothing to forget
                 ref.tell(sup.SessionEnded(session_id, reason))
 
-        record.release = release
+        record.on_release = release
         self._start_actor(record, "open")
 
     def _start_actor(self, record: SessionRecord, cause: str) -> None:

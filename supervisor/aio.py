@@ -20,10 +20,13 @@ Events and lifecycle reports reach ``session.events()`` through a bounded
 buffer (``event_buffer`` per session). When it is full, newer items are
 dropped and counted (``supervisor_events_dropped_total``), and the iterator
 raises :class:`~supervisor.errors.EventsOverflowed` at the gap, after every
-item from before it; iterating again carries on after the gap.
+item from before it; iterating again carries on after the gap. The session's
+last report (CLOSED or FAILED) is never dropped: it says why the iteration ends.
 
-Supported: asyncio with the thread runtime (the default). asyncio on a
-gevent-patched process is not supported (see ``docs/services.md``).
+Supported: asyncio with the thread runtime (the default), and asyncio's
+default loop in a gevent-patched process (``gevent.monkey.patch_all()`` first;
+uvloop does not cooperate with gevent). ``docs/services.md`` has the loop's
+measured worst gaps in both.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ DEFAULT_EVENT_BUFFER = 1024
 _TERMINAL = (LifecycleKind.CLOSED, LifecycleKind.FAILED)
 
 
+def _checked_buffer(limit: int) -> int:
+    """``limit`` if it can bound an event buffer; ``ValueError`` before anything starts."""
+    if limit < 1:
+        msg = f"event_buffer must be at least 1, got {limit}"
+        raise ValueError(msg)
+    return limit
+
+
 class _Gap:
     """Where items were dropped, and how many (internal)."""
 
@@ -77,11 +88,8 @@ class EventStream:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int,
                  on_drop: Callable[[int], None]) -> None:
-        if limit < 1:
-            msg = f"event_buffer must be at least 1, got {limit}"
-            raise ValueError(msg)
         self._loop = loop
-        self._limit = limit
+        self._limit = _checked_buffer(limit)
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._items: deque[Item | _Gap] = deque()
@@ -89,12 +97,18 @@ class EventStream:
         self._closed = False
 
     def put(self, item: Item) -> None:
-        """Add ``item`` (any thread); never blocks: a full buffer drops and counts it."""
+        """Add ``item`` (any thread); never blocks: a full buffer drops and counts it.
+
+        The terminal report (CLOSED or FAILED) is always kept, so the consumer
+        learns why the iteration ends: the bound is ``limit`` items, one gap and
+        that one report.
+        """
         dropped = False
         with self._lock:
             if self._closed:
                 return
-            if len(self._items) < self._limit:
+            terminal = isinstance(item, Lifecycle) and item.kind in _TERMINAL
+            if terminal or len(self._items) < self._limit:
                 self._items.append(item)
             else:
                 dropped = True
@@ -102,8 +116,8 @@ class EventStream:
                 if isinstance(last, _Gap):
                     last.count += 1
                 else:
-                    self._items.append(_Gap())  # the bound is limit items plus one gap
-            if isinstance(item, Lifecycle) and item.kind in _TERMINAL:
+                    self._items.append(_Gap())
+            if terminal:
                 self._closed = True
             waiter, self._waiter = self._waiter, None
         if dropped:
@@ -227,14 +241,18 @@ class AsyncSupervisor:
 
     def __init__(self, supervisor: Supervisor, event_buffer: int = DEFAULT_EVENT_BUFFER) -> None:
         self._sup = supervisor
-        self._event_buffer = event_buffer
+        self._event_buffer = _checked_buffer(event_buffer)
         self._streams: dict[str, EventStream] = {}
 
     @classmethod
     def start(cls, policy: RestartPolicy | None = None, *,
               on_session_failed: FailureCallback | None = None,
               event_buffer: int = DEFAULT_EVENT_BUFFER) -> AsyncSupervisor:
-        """Start a supervisor (its actor thread starts at once; nothing is awaited)."""
+        """Start a supervisor (its actor thread starts at once; nothing is awaited).
+
+        ``event_buffer`` (at least 1, else ``ValueError``) bounds each session's
+        ``events()`` buffer unless ``open()`` says otherwise."""
+        _checked_buffer(event_buffer)  # before a supervisor starts that nobody would stop
         return cls(Supervisor.start(policy, on_session_failed=on_session_failed), event_buffer)
 
     @property
@@ -243,11 +261,14 @@ class AsyncSupervisor:
         return self._sup
 
     def open(self, spec: SessionSpec, *, event_buffer: int | None = None) -> AsyncSession:
-        """Open a session on the running loop; it connects at once, nothing is awaited."""
+        """Open a session on the running loop; it connects at once, nothing is awaited.
+
+        ``event_buffer``: this session's bound for ``events()`` (at least 1, else
+        ``ValueError`` before anything opens); None, the supervisor's."""
         loop = asyncio.get_running_loop()
         session_id = spec.session_id
-        stream = EventStream(loop, event_buffer or self._event_buffer,
-                             self._sup._tap.count_events_dropped)
+        limit = self._event_buffer if event_buffer is None else event_buffer
+        stream = EventStream(loop, limit, self._sup._tap.count_events_dropped)
         user_event, user_lifecycle = spec.on_event, spec.on_lifecycle
 
         def on_event(event: Event) -> Any:
@@ -260,8 +281,15 @@ class AsyncSupervisor:
                 self._streams.pop(session_id, None)
             return None if user_lifecycle is None else user_lifecycle(report)
 
-        session = self._sup.open(replace(spec, on_event=on_event, on_lifecycle=on_lifecycle))
+        # Registered before the session exists: its terminal report, however
+        # early, unregisters it, and stop() closes it if none comes.
         self._streams[session_id] = stream
+        try:
+            session = self._sup.open(replace(spec, on_event=on_event, on_lifecycle=on_lifecycle))
+        except BaseException:
+            if self._streams.get(session_id) is stream:
+                del self._streams[session_id]
+            raise
         return AsyncSession(session, loop, stream)
 
     def metrics(self) -> MetricsSample:

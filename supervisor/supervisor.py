@@ -62,18 +62,24 @@ class Supervisor:
             msg = f"open() takes a SessionSpec, not {type(spec).__name__}"
             raise TypeError(msg)
         record = SessionRecord(self._tap.wrap(spec))  # the tap hears its lifecycle first
+        session_id = spec.session_id
+        # Closing a failed session sends no lifecycle report: the release tells the tap.
+        record.on_forget = lambda: self._tap.forget(session_id)
+        session = Session(record)
         # pykka drops a tell that lands after the actor's stop: a record adopted
         # by nobody would wait forever. Under the lock, an Adopt is queued
         # before stop()'s BeginStop or not at all.
         with self._lock:
             if self._stopping:
                 raise SupervisorStopped("the supervisor is stopped")
+            # Tracked before its actor exists: a report that comes at once (even
+            # CLOSED) finds the track, and nothing re-adds one after the end.
+            self._tap.track(session)
             try:
                 self._ref.tell(Adopt(record))
             except pykka.ActorDeadError as exc:
+                self._tap.forget(session_id)
                 raise SupervisorStopped("the supervisor is stopped") from exc
-        session = Session(record)
-        self._tap.track(session)
         return session
 
     def metrics(self) -> MetricsSample:

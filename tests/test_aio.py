@@ -15,12 +15,16 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from recording_server import RecordingServer
+from support import fast_policy
 from target_process import TargetProcess
 
-from supervisor import Event, Lifecycle, LifecycleKind, SessionSpec, SessionStatus
+from supervisor import Event, Lifecycle, LifecycleKind, SessionSpec, SessionState, SessionStatus
 from supervisor._futures import CallbackFuture, new_future, on_loop, reject, resolve
+from supervisor._supervisor_actor import Adopt
 from supervisor.aio import AsyncSupervisor, EventStream
-from supervisor.errors import EventsOverflowed, ReplyTimeout, SessionClosed
+from supervisor.errors import EventsOverflowed, ReplyTimeout, SessionClosed, SupervisorStopped
+from supervisor.protocols import websocket as websocket_protocol
 
 TIMEOUT = 15.0
 
@@ -135,6 +139,24 @@ class TestEventStream:
         seen, dropped = self.run_with_producer(5, events, consume)
         assert seen == [0, 1, 2, 3, 4, ("gap", 3), events[0], closed]
         assert dropped == 3
+
+    def test_full_buffer_keeps_the_terminal_report(self) -> None:
+        """A full buffer still takes CLOSED: the consumer sees the gap, then why it ended."""
+        events = [Event("s", None, 1, "message", n) for n in range(5)]
+        closed = lifecycle(LifecycleKind.CLOSED)
+
+        async def consume(stream: EventStream) -> list[Any]:
+            read: list[Any] = []
+            with pytest.raises(EventsOverflowed) as info:
+                await read_into(stream, read)
+            seen: list[Any] = [item.data for item in read]
+            seen.append(("gap", info.value.dropped))
+            seen.extend([item async for item in stream])
+            return seen
+
+        seen, dropped = self.run_with_producer(3, [*events, closed], consume)
+        assert seen == [0, 1, 2, ("gap", 2), closed]
+        assert dropped == 2
 
     def test_terminal_lifecycle_ends_the_iteration(self) -> None:
         """After CLOSED or FAILED the iterator ends, and later items are ignored."""
@@ -297,6 +319,86 @@ class TestAsyncSession:
         seen, dropped = asyncio.run(main())
         assert len(seen) == 4
         assert dropped > 0
+
+    def test_crash_past_the_budget_ends_the_iterator_with_failed(
+            self, ws_server: RecordingServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An actor that crashes with no restart left: events() ends on a FAILED report."""
+        def received(self: Any, frame: str | bytes) -> Any:
+            raise RuntimeError("codec bug")
+
+        monkeypatch.setattr(websocket_protocol.WebSocketCodec, "received", received)
+
+        async def main() -> tuple[list[Any], SessionState]:
+            async with AsyncSupervisor.start(fast_policy(max_restarts=0)) as sup:
+                session = sup.open(SessionSpec(url=ws_server.url, thread_id="t-1"))
+                await asyncio.wait_for(session.resume("t-1"), TIMEOUT)
+                await asyncio.wait_for(session.send("boom"), TIMEOUT)  # its echo crashes it
+                seen: list[Any] = []
+                await asyncio.wait_for(read_into(session.events(), seen), TIMEOUT)
+                return seen, session.state()
+
+        seen, state = asyncio.run(main())
+        assert state.status is SessionStatus.FAILED
+        last = seen[-1]
+        assert isinstance(last, Lifecycle)
+        assert (last.kind, last.error, last.thread_id) == (
+            LifecycleKind.FAILED, "SessionCrashed", "t-1")
+        assert last.reason == state.reason
+
+
+@pytest.mark.parametrize("event_buffer", [0, -1])
+def test_open_refuses_an_event_buffer_below_one(event_buffer: int) -> None:
+    """open(event_buffer=0) raises ValueError before opening; it is not the default."""
+
+    async def main() -> Any:
+        async with AsyncSupervisor.start() as sup:
+            with pytest.raises(ValueError, match="at least 1"):
+                sup.open(SessionSpec(url="ws://127.0.0.1:9/"), event_buffer=event_buffer)
+            return sup.supervisor.metrics().sessions
+
+    assert sum(asyncio.run(main()).values()) == 0  # nothing was opened
+
+
+def test_start_refuses_an_event_buffer_below_one() -> None:
+    """AsyncSupervisor.start(event_buffer=0) raises ValueError before starting anything."""
+    with pytest.raises(ValueError, match="at least 1"):
+        AsyncSupervisor.start(event_buffer=0)
+
+
+def test_a_session_ended_before_open_returns_leaves_no_stream() -> None:
+    """A terminal report that beats open()'s return unregisters the stream for good."""
+
+    class EndsAtOnce:
+        def tell(self, message: Adopt) -> None:
+            message.record.retire(SessionClosed("closed at once"), None, SessionStatus.CLOSED)
+
+    async def main() -> tuple[dict[str, EventStream], list[Any]]:
+        async with AsyncSupervisor.start() as sup:
+            actor, sup.supervisor._ref = sup.supervisor._ref, EndsAtOnce()  # type: ignore[assignment]
+            try:
+                session = sup.open(SessionSpec(url="ws://127.0.0.1:9/"))
+            finally:
+                sup.supervisor._ref = actor
+            streams = dict(sup._streams)
+            seen = [item async for item in session.events()]
+            return streams, seen
+
+    streams, seen = asyncio.run(main())
+    assert streams == {}
+    assert [item.kind for item in seen] == [LifecycleKind.CLOSED]
+
+
+def test_open_after_stop_registers_no_stream() -> None:
+    """open() refused by a stopped supervisor leaves no stream behind."""
+
+    async def main() -> dict[str, EventStream]:
+        sup = AsyncSupervisor.start()
+        await sup.stop()
+        with pytest.raises(SupervisorStopped):
+            sup.open(SessionSpec(url="ws://127.0.0.1:9/"))
+        return dict(sup._streams)
+
+    assert asyncio.run(main()) == {}
 
 
 def test_open_outside_a_running_loop_is_refused() -> None:

@@ -106,6 +106,31 @@ class TestMerge:
         assert decode_histogram(b"\x00" * 10) is None
         assert decode_histogram("A" * 3_000_000) is None
 
+    def test_large_error_and_reason_deltas_are_added_whole(self) -> None:
+        """250,000 errors and 150,000 reconnects in one report all count, with the message."""
+        metrics = LocalMetrics(requested=1)
+        metrics.error("turn_ReplyTimeout", "no reply within 30s", n=250_000)
+        metrics.reconnect("ConnectionLost", n=150_000)
+        merged = MergedMetrics(requested=1)
+        merged.absorb("w", worker_payload(metrics, 0, final=True, worker_index=0))
+        assert merged.errors() == {"turn_ReplyTimeout": 250_000}
+        assert merged.counts()["errors"] == 250_000
+        assert merged.reasons() == {"ConnectionLost": 150_000}
+        detail = merged.error_details()["turn_ReplyTimeout"]
+        assert (detail["count"], detail["message"]) == (250_000, "no reply within 30s")
+
+    def test_error_messages_are_optional_and_checked(self) -> None:
+        """No (or a hostile) error_messages: the kind stands in for the sample message."""
+        _, payload = worker([1.0])
+        del payload["error_messages"]
+        merged = MergedMetrics(requested=1)
+        merged.absorb("w", payload)
+        _, hostile = worker([1.0])
+        hostile["error_messages"] = {"turn_ReplyTimeout": 42, 7: "x"}
+        merged.absorb("v", hostile)
+        detail = merged.error_details()["turn_ReplyTimeout"]
+        assert (detail["count"], detail["message"]) == (2, "turn_ReplyTimeout")
+
     def test_lost_worker_holds_no_connected_sessions(self) -> None:
         """A worker marked lost keeps its totals but no longer counts as connected."""
         merged = MergedMetrics(requested=1)

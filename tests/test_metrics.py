@@ -31,6 +31,8 @@ from supervisor._metrics import (
     SupervisorTap,
     reason_label,
 )
+from supervisor._supervisor_actor import Adopt
+from supervisor.errors import SessionClosed
 from supervisor.health import HealthThresholds, assess
 from supervisor.prometheus import SupervisorCollector
 
@@ -138,6 +140,34 @@ class TestPureParts:
         assert listed == {spec.name for spec in METRICS}
 
 
+class EndsAtOnce:
+    """Stands in for the supervisor actor: the adopted session ends before open() returns."""
+
+    def tell(self, message: Adopt) -> None:
+        message.record.retire(SessionClosed("closed at once"), None, SessionStatus.CLOSED)
+
+
+class TestTapBookkeeping:
+    def test_a_session_ended_before_open_returns_leaves_no_track(self) -> None:
+        """A CLOSED report that beats open()'s return is not followed by a lasting track."""
+        with Supervisor.start() as sup:
+            actor, sup._ref = sup._ref, EndsAtOnce()  # type: ignore[assignment]
+            try:
+                session = sup.open(SessionSpec(url="ws://127.0.0.1:9/"))
+            finally:
+                sup._ref = actor
+            assert session.state().status is SessionStatus.CLOSED
+            assert sup._tap._tracks == {}
+            assert sum(sup.metrics().sessions.values()) == 0
+
+    def test_a_report_of_a_forgotten_session_leaves_no_track(self) -> None:
+        """A late report of a forgotten session is counted but re-creates no track."""
+        tap = SupervisorTap()
+        tap.observe(Lifecycle("gone", LifecycleKind.CONNECTING, None, 1, 0.0, cause="open"))
+        assert tap._tracks == {}
+        assert tap.sample().handshakes == 1
+
+
 def scrape(sup: Supervisor) -> dict[str, Any]:
     """The exposition text of a collector, parsed back: family name -> family."""
     registry = CollectorRegistry()
@@ -241,3 +271,22 @@ class TestCollector:
         assert value(families, "supervisor_restarts_total", reason="handshake_error") == 1
         assert not health.healthy
         assert "restart budget" in health.problems[0]
+
+    def test_closing_a_failed_session_forgets_it(self) -> None:
+        """Closing a session failed by its budget empties the failed gauge; health recovers."""
+        with socket.socket() as probe:  # a port that refuses: nothing listens on it
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with Supervisor.start(fast_policy(max_restarts=1)) as sup:
+            session = sup.open(SessionSpec(url=f"ws://127.0.0.1:{port}/", connect_timeout=5))
+            wait_until(lambda: session.state().status is SessionStatus.FAILED, TIMEOUT, "failure")
+            assert not sup.health().healthy
+            session.close().get(timeout=TIMEOUT)
+            health = sup.health()
+            families = scrape(sup)
+            tracked = set(sup._tap._tracks)
+        assert health.healthy, health.problems
+        assert value(families, "supervisor_budgets_exhausted") == 0
+        assert value(families, "supervisor_sessions", status="failed") == 0
+        assert value(families, "supervisor_restarts_total", reason="handshake_error") == 1
+        assert session.id not in tracked

@@ -163,7 +163,11 @@ class TestFailedThenClosed:
         with pytest.raises(SessionFailed, match="401"):
             session.resume(None).get(timeout=10)
         assert session.id in [state.session_id for state in supervisor.sessions()]
+        # The Resume is answered before the FAILED snapshot is published.
+        wait_until(lambda: supervisor.metrics().sessions[SessionStatus.FAILED] == 1,
+                   what="the failed session counted")
         session.close().get(timeout=10)
+        assert supervisor.metrics().sessions[SessionStatus.FAILED] == 0  # the tap forgot it
         wait_until(lambda: session.id not in [s.session_id for s in supervisor.sessions()],
                    what="the failed session released")
         with pytest.raises(SessionFailed):
@@ -184,5 +188,8 @@ class TestFailedThenClosed:
                        what="the give-up after the crash")
             with pytest.raises(SessionCrashed):
                 session.resume("t-2").get(timeout=10)
+            assert sup.metrics().budgets_exhausted == 1
             session.close().get(timeout=10)
+            assert sup.metrics().budgets_exhausted == 0  # the tap forgot it
+            assert sup.health().healthy
             wait_until(lambda: sup.sessions() == [], what="the crashed session released")

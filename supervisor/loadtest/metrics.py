@@ -193,27 +193,32 @@ class Metrics:
         with self._lock:
             self._counts[name] += n
 
-    def error(self, kind: str, message: str = "") -> None:
-        """One error of ``kind`` (a short label), with a sample ``message`` for the report."""
+    def error(self, kind: str, message: str = "", n: int = 1) -> None:
+        """``n`` errors of ``kind`` (a short label), with a sample ``message`` for the
+        report, added in one step (a worker's report brings many at once)."""
+        if n < 1:
+            return
         at = self._clock() - self.started_at
         with self._lock:
             if kind not in self._errors and len(self._errors) >= MAX_ERROR_KINDS:
                 kind = "other"
             detail = self._errors.get(kind)
             if detail is None:
-                self._errors[kind] = ErrorDetail(1, message[:MAX_MESSAGE_CHARS] or kind, at, at)
+                self._errors[kind] = ErrorDetail(n, message[:MAX_MESSAGE_CHARS] or kind, at, at)
             else:
-                detail.count += 1
+                detail.count += n
                 detail.last_seen_s = at
-            self._counts["errors"] += 1
+            self._counts["errors"] += n
 
-    def reconnect(self, reason: str) -> None:
-        """A connection was lost (it will be restarted, or the session fails)."""
+    def reconnect(self, reason: str, n: int = 1) -> None:
+        """``n`` connections were lost (each restarted, or its session fails)."""
+        if n < 1:
+            return
         key = reason[:80]
         with self._lock:
             if key not in self._reasons and len(self._reasons) >= MAX_REASONS:
                 key = "other"
-            self._reasons[key] += 1
+            self._reasons[key] += n
 
     # --- sessions ---------------------------------------------------------------
 

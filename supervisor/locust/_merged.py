@@ -29,9 +29,6 @@ from supervisor.loadtest.metrics import (
 )
 from supervisor.locust._payload import Ledger
 
-MAX_DELTA_REPLAY = 100_000
-"""Most errors or reasons of one kind replayed from one report (the rest are counted)."""
-
 
 class MergedMetrics(Metrics):
     """Metrics fed by worker reports instead of by sessions of this process."""
@@ -65,13 +62,15 @@ class MergedMetrics(Metrics):
             if name in self._interval:
                 self._interval[name].add(histogram)
 
-    def _add_delta(self, kind: str, key: str, n: int) -> None:
+    def _add_delta(self, kind: str, key: str, n: int, message: str) -> None:
+        """One growth of a worker's totals, added in one step, however large."""
         if kind == "count":
             if key != "errors":  # error() below counts those
                 self.count(key, n)
-            return
-        for _ in range(min(n, MAX_DELTA_REPLAY)):
-            (self.error if kind == "error" else self.reconnect)(key)
+        elif kind == "error":
+            self.error(key, message, n)
+        else:
+            self.reconnect(key, n)
 
     # --- reading ----------------------------------------------------------------
 

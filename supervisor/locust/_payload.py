@@ -6,6 +6,8 @@ from its :class:`LocalMetrics`; the master side folds each payload into a
 
 - ``counts``, ``errors``, ``reasons`` and ``sessions``: the worker's running
   totals (cumulative, so a repeated or final report changes nothing);
+- ``error_messages``: a sample message per error kind, for the report
+  (optional: a payload without it gives the kind as the message);
 - ``histograms``: only the latency samples recorded since the worker's previous
   report, as HDR histograms in their standard compressed encoding
   (``HdrHistogram.encode``), so the master adds them to its own histograms and
@@ -26,7 +28,14 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
-from supervisor.loadtest.metrics import LATENCIES, Metrics, new_histogram, to_micros
+from supervisor.loadtest.metrics import (
+    LATENCIES,
+    MAX_ERROR_KINDS,
+    MAX_MESSAGE_CHARS,
+    Metrics,
+    new_histogram,
+    to_micros,
+)
 
 PAYLOAD_KEY = "supervisor"
 """The key of our data in Locust's worker report dict."""
@@ -99,6 +108,8 @@ def worker_payload(metrics: LocalMetrics, seq: int, *, final: bool,
     return {"v": PAYLOAD_VERSION, "seq": seq, "final": final, "pid": os.getpid(),
             "worker_index": worker_index, "counts": metrics.counts(),
             "errors": metrics.errors(), "reasons": metrics.reasons(),
+            "error_messages": {kind: detail["message"]
+                               for kind, detail in metrics.error_details().items()},
             "sessions": metrics.session_figures(),
             "stale_frames_dropped": metrics.stale_frames_dropped,
             "histograms": metrics.take_pending(), "usage": process_usage()}
@@ -125,6 +136,15 @@ def _int_map(value: Any, limit: int = 1000) -> dict[str, int]:
         if isinstance(key, str) and isinstance(number, int) and number >= 0:
             out[key[:200]] = number
     return out
+
+
+def _message_map(value: Any) -> dict[str, str]:
+    """A ``{str: str}`` map of sample messages from untrusted input, bounded in size."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {key[:200]: message[:MAX_MESSAGE_CHARS]
+            for key, message in list(value.items())[:2 * MAX_ERROR_KINDS]
+            if isinstance(key, str) and isinstance(message, str)}
 
 
 @dataclass(slots=True)
@@ -159,13 +179,14 @@ class Ledger:
     """The master's view of every worker; feeds a :class:`~supervisor.loadtest.metrics.Metrics`.
 
     ``on_histogram(name, histogram)`` receives each decoded delta histogram;
-    ``on_delta(kind, key, n)`` each growth of a worker's running totals (kind is
-    ``"count"``, ``"error"`` or ``"reason"``). Not thread-safe: Locust calls
-    ``worker_report`` listeners from one greenlet.
+    ``on_delta(kind, key, n, message)`` each growth of a worker's running totals
+    (kind is ``"count"``, ``"error"`` or ``"reason"``; ``message`` is the
+    error's sample message if the report has one, else ``""``). Not
+    thread-safe: Locust calls ``worker_report`` listeners from one greenlet.
     """
 
     def __init__(self, on_histogram: Callable[[str, HdrHistogram], None],
-                 on_delta: Callable[[str, str, int], None]) -> None:
+                 on_delta: Callable[[str, str, int, str], None]) -> None:
         self.workers: dict[str, WorkerBook] = {}
         self._on_histogram = on_histogram
         self._on_delta = on_delta
@@ -190,13 +211,15 @@ class Ledger:
         index, pid = payload.get("worker_index"), payload.get("pid")
         book.index = index if isinstance(index, int) else book.index
         book.pid = pid if isinstance(pid, int) else book.pid
+        messages = _message_map(payload.get("error_messages"))
         for kind, key, attr in (("count", "counts", "counts"), ("error", "errors", "errors"),
                                 ("reason", "reasons", "reasons")):
             new = _int_map(payload.get(key))
             old: dict[str, int] = getattr(book, attr)
             for name, total in new.items():
                 if total > old.get(name, 0):
-                    self._on_delta(kind, name, total - old.get(name, 0))
+                    message = messages.get(name, "") if kind == "error" else ""
+                    self._on_delta(kind, name, total - old.get(name, 0), message)
             setattr(book, attr, {**old, **new})
         sessions = _int_map(payload.get("sessions"))
         book.sessions = {name: sessions.get(name, 0) for name in SESSION_FIGURES}
