@@ -27,6 +27,8 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TOO_BIG = 1009
 DATA_OPCODES = frozenset({ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT})
+MAX_CONTROL_PAYLOAD = 125
+"""RFC 6455 5.5: a control frame's payload is at most 125 bytes."""
 
 
 # --- cookies ---------------------------------------------------------------------------
@@ -75,10 +77,12 @@ class BoundedFrameBuffer(_ws_abnf.frame_buffer):
     """websocket-client's frame reader, refusing a frame on its length, before its payload.
 
     The reader sets ``held`` (bytes of the message so far) before each frame;
-    a data frame whose announced length takes the message past ``limit``
-    raises :class:`FrameTooBig` right after the length is read, so a peer
-    announcing 50 MB costs its header, not 50 MB. State survives a socket
-    timeout (websocket-client keeps header, length and partial payload).
+    a frame whose announced length takes the message past ``limit`` raises
+    :class:`FrameTooBig` right after the length is read, so a peer announcing
+    50 MB costs its header, not 50 MB; a control or reserved-opcode frame
+    announcing more than 125 bytes is a protocol violation, refused the same
+    way. State survives a socket timeout (websocket-client keeps header,
+    length and partial payload).
     """
 
     def __init__(self, recv: Callable[[int], bytes], limit: int) -> None:
@@ -91,8 +95,16 @@ class BoundedFrameBuffer(_ws_abnf.frame_buffer):
         assert self.header is not None
         assert self.length is not None
         opcode = self.header[4]
-        if opcode in DATA_OPCODES and self.held + self.length > self.limit:
-            raise FrameTooBig(self.held + self.length, self.limit)
+        if opcode not in DATA_OPCODES and self.length > MAX_CONTROL_PAYLOAD:
+            # websocket-client checks this only after reading the whole payload,
+            # so a ping announcing 2**40 bytes would stream into memory first.
+            # Reserved opcodes land here too: none may carry more than a control frame.
+            msg = (f"frame with opcode {opcode:#x} announces {self.length} bytes; "
+                   f"a control frame carries at most {MAX_CONTROL_PAYLOAD}")
+            raise websocket.WebSocketProtocolException(msg)
+        announced = self.held + self.length if opcode in DATA_OPCODES else self.length
+        if announced > self.limit:
+            raise FrameTooBig(announced, self.limit)
 
 
 class Assembler:

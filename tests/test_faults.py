@@ -376,6 +376,35 @@ class TestSizeLimit:
             wait_until(lambda: bool(closes), what="the close frame at the server")
         assert closes[0] == (0x8, (1002).to_bytes(2, "big"))
 
+    @pytest.mark.parametrize("opcode", [0x9, 0xA, 0x3, 0xB], ids=["ping", "pong", "reserved-data",
+                                                                "reserved-control"])
+    def test_huge_control_frame_is_refused_on_its_header(self, opcode: int) -> None:
+        """A non-data frame announcing 2**40 bytes ends the connection on its header (1002)."""
+        closes: list[tuple[int, bytes]] = []
+        sent = threading.Event()
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            peer.accept_upgrade(headers)
+            peer.read_frame()
+            # The header and a few payload bytes; the rest is never sent, so a
+            # reader that waits for the payload would hang until the test fails.
+            peer.send_frame(b"x" * 64, opcode, announce=1 << 40)
+            sent.set()
+            closes.append(peer.read_frame())
+
+        lifecycles = Lifecycles()
+        with HostileServer(handler) as server, \
+                Supervisor.start(fast_policy(max_restarts=0)) as sup:
+            session = sup.open(SessionSpec(url=server.url(), on_lifecycle=lifecycles))
+            session.send("hello").get(timeout=10)
+            lost = lifecycles.wait_for(LifecycleKind.LOST)
+            assert sent.is_set()
+            assert lost.error == "ConnectionLost"
+            assert "control frame carries at most 125" in (lost.reason or "")
+            wait_until(lambda: bool(closes), what="the close frame at the server")
+        assert closes[0] == (0x8, (1002).to_bytes(2, "big"))
+
 
 def trickle(stop: threading.Event, interval: float = 0.2) -> Any:
     """Answer any request one byte at a time, never finishing the head."""
