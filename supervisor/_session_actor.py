@@ -149,8 +149,18 @@ class SessionActor(pykka.ThreadingActor):
     # --- feeding the machine --------------------------------------------------------
 
     def _feed(self, event: io.Input) -> None:
-        for effect in self._machine.handle(event, time.monotonic()):
-            self._carry_out(effect)
+        effects = self._machine.handle(event, time.monotonic())
+        for index, effect in enumerate(effects):
+            try:
+                self._carry_out(effect)
+            except Exception:
+                # The machine already moved on: the futures this batch settles and the
+                # state it publishes must not be lost with the crash that follows.
+                for rest in effects[index + 1:]:
+                    if isinstance(rest, io.Resolve | io.Reject | io.Publish):
+                        with contextlib.suppress(Exception):
+                            self._carry_out(rest)
+                raise
         while self._written_now:  # written at once inside our own conn.send()
             written = self._written_now.popleft()
             self._feed(io.FrameWritten(written.generation, written.token))  # type: ignore[arg-type]
