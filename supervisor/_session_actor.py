@@ -207,7 +207,10 @@ class SessionActor(pykka.ThreadingActor):
                 getattr(self._log, level)(event, **dict(fields))
             case io.Retired(error, reason):
                 self._record.retire(error, reason)
-                self.stop()
+                # Inside on_stop pykka is stopping the actor already: the effects after
+                # this one (the Close's answer, the CLOSED state) must still run.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.stop()
             case io.Forget():
                 self._record.release(None)
             case io.HandOver():

@@ -265,6 +265,22 @@ class TestStalledPeer:
         assert all(o is None or isinstance(o, Exception) for o in outcomes)
 
 
+@pytest.mark.concurrency
+class TestStoppedFromOutside:
+    """One retirement path: an actor stopped by pykka still ends its session for good."""
+
+    def test_stopping_the_actor_closes_the_session(self) -> None:
+        """A session actor stopped directly publishes CLOSED and fails later commands."""
+        with HostileServer(echo_handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1"))
+            session.resume("t-1").get(timeout=10)
+            ref = session._record.ref
+            assert ref is not None
+            ref.stop(timeout=5)
+            assert session.state().status is SessionStatus.CLOSED
+            outcome = settled([session.send("late")], timeout=5)[0]
+            assert isinstance(outcome, Exception)
+
 def flood(stop: threading.Event, frame_bytes: int = KIB) -> Any:
     """Answer the upgrade, then send text frames as fast as TCP lets it."""
     def handler(peer: Peer) -> None:
