@@ -38,8 +38,8 @@ from supervisor._transport import (
     TransportOptions,
     Written,
 )
-from supervisor.errors import MessageTooBig
-from supervisor.messages import Chat, Close, Resume, Send
+from supervisor.errors import MessageTooBig, SupervisorStopped
+from supervisor.messages import Chat, Close, Resume, Send, SessionStatus
 from supervisor.protocols import Codec, Identity, make_codec
 
 _log = get_logger("supervisor.session")
@@ -269,8 +269,15 @@ class SessionActor(pykka.ThreadingActor):
             for command in held:
                 fail_command(command, terminal)
             return
-        self._carry_out(crash_report or io.Report(sup.ActorCrashed(record.spec.session_id,
-                                                                   error)))
+        report = crash_report.message if isinstance(crash_report, io.Report) else \
+            sup.ActorCrashed(record.spec.session_id, error)
+        try:
+            self._supervisor.tell(report)
+        except pykka.ActorDeadError:
+            # No supervisor will start a successor: end the session here, or what is
+            # parked (and every later command) would wait for an actor that never comes.
+            record.retire(SupervisorStopped("the supervisor stopped"), "supervisor stopped",
+                          SessionStatus.CLOSED)
 
     def _settle_only(self, event: io.Input) -> list[io.Effect]:
         """Feed a machine that crashed: carry out only what settles futures or publishes."""

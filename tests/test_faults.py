@@ -28,8 +28,13 @@ from supervisor import (
 )
 from supervisor._admission import Admission
 from supervisor._http import TlsOptions, lookup_chainlit_version
+from supervisor._machine import SessionMachine
+from supervisor._record import SessionRecord
+from supervisor._session_actor import SessionActor
+from supervisor._timer import Scheduler
 from supervisor._transport import Connection, OpenFailed, TransportOptions, same_origin_target
-from supervisor.errors import HandshakeError, HandshakeRedirected
+from supervisor.errors import HandshakeError, HandshakeRedirected, SupervisorStopped
+from supervisor.messages import Send
 from supervisor.protocols import Identity, make_codec
 
 KIB = 1024
@@ -280,6 +285,38 @@ class TestStoppedFromOutside:
             assert session.state().status is SessionStatus.CLOSED
             outcome = settled([session.send("late")], timeout=5)[0]
             assert isinstance(outcome, Exception)
+
+    def test_a_crash_after_the_supervisor_died_ends_the_session(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No supervisor to start a successor: the crashed session's commands fail typed."""
+        handle = SessionMachine.handle
+
+        def crash_on_boom(machine: SessionMachine, event: Any, now: float) -> Any:
+            if isinstance(event, Send) and event.data == "boom":
+                raise RuntimeError("boom")
+            return handle(machine, event, now)
+
+        monkeypatch.setattr(SessionMachine, "handle", crash_on_boom)
+        dead = pykka.ThreadingActor.start()
+        dead.stop()
+        scheduler = Scheduler()
+        try:
+            with HostileServer(echo_handler) as server:
+                record = SessionRecord(SessionSpec(url=server.url(), thread_id="t-1"))
+                ref = SessionActor.start(record, dead, Admission(10, 100.0), scheduler)
+                record.adopt(ref)
+                booms = [pykka.ThreadingFuture[Any]() for _ in range(2)]
+                record.deliver(Send("boom", booms[0]))
+                record.deliver(Send("boom", booms[1]))
+                outcomes = settled(booms, timeout=5)
+                ref.stop(timeout=5)  # crashed already: a no-op
+        finally:
+            scheduler.stop()
+        assert all(isinstance(o, SupervisorStopped) for o in outcomes), outcomes
+        assert record.snapshot.status is SessionStatus.CLOSED
+        late: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        record.deliver(Send("late", late))
+        assert isinstance(settled([late], timeout=1)[0], SupervisorStopped)
 
 def flood(stop: threading.Event, frame_bytes: int = KIB) -> Any:
     """Answer the upgrade, then send text frames as fast as TCP lets it."""
