@@ -105,7 +105,7 @@ class SessionActor(pykka.ThreadingActor):
             case Received(generation, data):
                 self._feed(io.FrameIn(generation, data))
                 if (conn := self._connections.get(generation)) is not None:
-                    conn.consumed(len(data) if isinstance(data, bytes) else len(data.encode()))
+                    conn.consumed(len(data))  # the reader's measure: characters or bytes
             case Written(generation, token):
                 self._feed(io.FrameWritten(generation, token))  # type: ignore[arg-type]
             case Resume() | Send() | Chat() | Close():

@@ -363,6 +363,48 @@ class TestFlood:
         assert max(backlogs) > 0  # the bound was reached: the reader really paused
         assert close_took < 2
 
+    def test_inbound_byte_credit_is_returned_in_the_units_it_was_taken(self) -> None:
+        """Multi-byte text: the backlog counts exactly the frames not yet consumed."""
+        text = "\u00e9" * 100  # 100 characters, 200 bytes of UTF-8
+        first = threading.Event()
+        all_read = threading.Event()
+        entered = threading.Event()
+        release = threading.Event()
+        seen: list[Any] = []
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            peer.accept_upgrade(headers)
+            for _ in range(3):
+                peer.send_frame(text.encode())
+            peer.read_frame()
+
+        def on_event(event: Any) -> None:
+            seen.append(event)
+            if len(seen) == 1:  # hold frame 1 until frames 2 and 3 are counted too
+                first.set()
+                all_read.wait(10)
+            if len(seen) == 2:
+                entered.set()
+                release.wait(10)
+
+        with HostileServer(handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), on_event=on_event))
+            try:
+                assert first.wait(10)
+                wait_until(lambda: session.state().inbound_backlog == 3, what="3 frames read")
+                assert session.state().inbound_backlog_bytes == 3 * len(text)
+                all_read.set()
+                assert entered.wait(10)
+                # Frame 1 consumed; frames 2 (in the callback) and 3 are not.
+                wait_until(lambda: session.state().inbound_backlog == 2, what="frame 3 read")
+                assert session.state().inbound_backlog_bytes == 2 * len(text)
+            finally:
+                all_read.set()
+                release.set()
+            wait_until(lambda: session.state().inbound_backlog == 0, what="all consumed")
+            assert session.state().inbound_backlog_bytes == 0
+
 
 def huge_after_hello(fragments: bool, closes: list[tuple[int, bytes]]) -> Any:
     """On the client's first frame, announce a message far over the client's bound."""
