@@ -590,3 +590,16 @@ class TestVersionLookup:
         with HostileServer(endless) as server, pytest.raises(HandshakeError, match="head over"):
             lookup_chainlit_version(server.url("http"), time.monotonic() + 10, TlsOptions(),
                                     lambda _s: None)
+
+    @pytest.mark.parametrize("status", [b"\xb2\xb2\xb2", b"2000", b"20", b"+20"],
+                             ids=["superscript", "four-digits", "two-digits", "sign"])
+    def test_lookup_refuses_a_status_that_is_not_three_digits(self, status: bytes) -> None:
+        """A status line without exactly three ASCII digits is a HandshakeError, typed."""
+        def odd(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 " + status + b" OK\r\nContent-Length: 0\r\n\r\n")
+            peer.sock.recv(1)
+
+        with HostileServer(odd) as server, pytest.raises(HandshakeError, match="not an HTTP"):
+            lookup_chainlit_version(server.url("http"), time.monotonic() + 5, TlsOptions(),
+                                    lambda _s: None)
