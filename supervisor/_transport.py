@@ -101,6 +101,8 @@ class Connection(Streams):
         """Its file descriptor when plain TCP (not TLS): the fast path may write it directly."""
         self._writer: threading.Thread | None = None
         """Started on the first write that cannot complete at once (most never need one)."""
+        self._sock_users = 0
+        """Reader and writer threads still using the open socket: the last one closes it."""
         self._writing = False
         """The writer thread holds a frame it is writing: no one else writes meanwhile."""
         self._by_us = False
@@ -191,6 +193,7 @@ class Connection(Streams):
             return
         with self._lock:
             self._live = sock
+            self._sock_users = 1  # the reader, below
             if _PLAIN_WRITES and not secure:
                 # Reads block without a timer per read (a gevent Timeout object each);
                 # writes never block: they pass MSG_DONTWAIT, or the descriptor is
