@@ -5,7 +5,9 @@ It never touches session state: it reports to the session actor through
 connection was opened for. It bounds everything a peer can make it hold (I9):
 
 * the handshake (admission aside) runs inside ``connect_timeout``, Chainlit
-  version detection included, and ``abort()`` interrupts it;
+  version detection included; ``abort()`` interrupts it once a socket exists
+  (version lookup, TLS, upgrade) but not a TCP connect in progress, which
+  websocket-client does not expose: that ends within ``connect_timeout``;
 * ``send()`` never blocks: frames go to a bounded write buffer that a writer
   thread drains; a write that does not finish within ``write_timeout`` ends
   the connection as broken;

@@ -21,7 +21,9 @@ import websocket._abnf as _ws_abnf
 import websocket._handshake as _ws_handshake
 
 from supervisor._http import TlsOptions
+from supervisor._logging import get_logger
 
+_log = get_logger("supervisor.transport")
 ABNF = websocket.ABNF
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
@@ -212,7 +214,11 @@ class Deadlines:
                     self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
                 _, key = heapq.heappop(self._heap)
                 callback = self._callbacks[key]
-            again = callback()
+            try:
+                again = callback()
+            except Exception:  # noqa: BLE001 - one bad callback must not end every deadline
+                _log.exception("deadline_callback_failed")
+                again = False
             with self._cond:
                 if key not in self._callbacks:
                     continue

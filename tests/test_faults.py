@@ -33,6 +33,7 @@ from supervisor._record import SessionRecord
 from supervisor._session_actor import SessionActor
 from supervisor._timer import Scheduler
 from supervisor._transport import Connection, OpenFailed, TransportOptions, same_origin_target
+from supervisor._wsclient import Deadlines
 from supervisor.errors import HandshakeError, HandshakeRedirected, SupervisorStopped
 from supervisor.messages import Send
 from supervisor.protocols import Identity, make_codec
@@ -511,6 +512,28 @@ def trickle(stop: threading.Event, interval: float = 0.2) -> Any:
             peer.sock.sendall(bytes([byte]))
     return handler
 
+
+@pytest.mark.concurrency
+class TestDeadlineThread:
+    """The one thread that runs every handshake deadline survives a callback that raises."""
+
+    def test_a_raising_callback_does_not_stop_later_deadlines(self) -> None:
+        """A callback raising is logged and dropped; the next deadline still fires."""
+        deadlines = Deadlines()
+        fired = threading.Event()
+
+        def broken() -> bool:
+            raise RuntimeError("broken deadline callback")
+
+        def later() -> bool:
+            fired.set()
+            return False
+
+        now = time.monotonic()
+        deadlines.watch(now, broken)
+        deadlines.watch(now + 0.05, later)
+        assert fired.wait(5)
+        assert deadlines._callbacks == {}
 
 @pytest.mark.concurrency
 class TestHandshakeDeadline:
