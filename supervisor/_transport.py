@@ -268,7 +268,8 @@ class Connection(Streams):
         if cookie is not None:
             options["cookie"] = cookie
         try:
-            ws.connect(url, **options)  # type: ignore[no-untyped-call]
+            with wsc.bounded_upgrade():
+                ws.connect(url, **options)  # type: ignore[no-untyped-call]
         except websocket.WebSocketException as exc:
             response = ws.handshake_response
             if response is None or response.status not in REDIRECT_STATUSES:
@@ -313,11 +314,16 @@ def same_origin_target(current: str, location: str) -> str | None:
     return target
 
 
+MAX_REFUSAL_BODY = 1024
+"""Bytes of a refusal's body kept on ``HandshakeRefused`` (as ``_http.refusal`` keeps)."""
+
+
 def _handshake_error(exc: Exception) -> Exception:
     if isinstance(exc, HandshakeError):
         return exc
     if isinstance(exc, websocket.WebSocketBadStatusException):
-        refused = HandshakeRefused(exc.status_code, exc.resp_headers, exc.resp_body or b"")
+        body = exc.resp_body or b""
+        refused = HandshakeRefused(exc.status_code, exc.resp_headers, body[:MAX_REFUSAL_BODY])
         refused.__cause__ = exc
         return refused
     error = HandshakeError(f"handshake failed: {exc or type(exc).__name__}")

@@ -7,21 +7,24 @@ timeouts are per read: the pieces here close those gaps without replacing it.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import websocket
 import websocket._abnf as _ws_abnf
 import websocket._handshake as _ws_handshake
+import websocket._socket as _ws_socket
 
 from supervisor._http import TlsOptions
 from supervisor._logging import get_logger
+from supervisor.errors import HandshakeError
 
 _log = get_logger("supervisor.transport")
 ABNF = websocket.ABNF
@@ -61,6 +64,46 @@ def isolate_cookies() -> None:
 
 
 isolate_cookies()
+
+
+# --- upgrade response bound ----------------------------------------------------------------
+
+MAX_UPGRADE_RESPONSE_BYTES = 64 * 1024
+"""Bytes of an upgrade response websocket-client may read: head, and a refusal's body."""
+
+_original_recv = _ws_socket.recv
+_budget = threading.local()  # greenlet-local under gevent
+
+
+def _bounded_recv(sock: Any, bufsize: int) -> bytes:
+    """websocket-client's ``recv``, counted against the calling thread's upgrade budget.
+
+    websocket-client reads the response head a byte at a time with no limit on
+    lines or their length, and a refusal's whole ``Content-Length`` body; with a
+    budget set (only inside :func:`bounded_upgrade`) a peer gets no further.
+    """
+    left: int | None = getattr(_budget, "left", None)
+    if left is None:
+        return bytes(_original_recv(sock, bufsize))
+    if left <= 0:
+        msg = f"upgrade response over {MAX_UPGRADE_RESPONSE_BYTES} bytes"
+        raise HandshakeError(msg)
+    data = bytes(_original_recv(sock, min(bufsize, left)))
+    _budget.left = left - len(data)
+    return data
+
+
+_ws_socket.recv = _bounded_recv  # recv_line and the refusal body look it up at call time
+
+
+@contextlib.contextmanager
+def bounded_upgrade() -> Iterator[None]:
+    """Within this block, this thread's websocket-client reads stop at the bound."""
+    _budget.left = MAX_UPGRADE_RESPONSE_BYTES
+    try:
+        yield
+    finally:
+        _budget.left = None
 
 
 # --- framing -----------------------------------------------------------------------------

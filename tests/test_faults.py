@@ -34,7 +34,12 @@ from supervisor._session_actor import SessionActor
 from supervisor._timer import Scheduler
 from supervisor._transport import Connection, OpenFailed, TransportOptions, same_origin_target
 from supervisor._wsclient import Deadlines
-from supervisor.errors import HandshakeError, HandshakeRedirected, SupervisorStopped
+from supervisor.errors import (
+    HandshakeError,
+    HandshakeRedirected,
+    HandshakeRefused,
+    SupervisorStopped,
+)
 from supervisor.messages import Send
 from supervisor.protocols import Identity, make_codec
 
@@ -577,6 +582,80 @@ class TestHandshakeDeadline:
         finally:
             stop.set()
 
+
+def open_once(url: str, timeout: float = 5.0) -> OpenFailed | Any:
+    """One transport connect; its last report (OpenFailed or Opened)."""
+    reports: queue.Queue[Any] = queue.Queue()
+    codec = make_codec(SessionSpec(url=url).protocol_config, Identity(None),
+                       confirm_resume=False)
+    connection = Connection(codec, 1, reports.put, Admission(10, 100.0),
+                            TransportOptions(connect_timeout=timeout))
+    connection.start()
+    try:
+        return [reports.get(timeout=timeout + 5) for _ in range(2)][-1]
+    finally:
+        connection.abort()
+
+
+class TestUpgradeResponseBound:
+    """I9: the upgrade response is read up to a bound, its head and a refusal's body alike."""
+
+    def test_endless_upgrade_head_is_refused_at_the_bound(self) -> None:
+        """Header lines without end fail the handshake typed, long before connect_timeout."""
+        stop = threading.Event()
+
+        def endless(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\n")
+            while not stop.is_set():
+                peer.sock.sendall(b"X-Junk: " + b"j" * 1000 + b"\r\n")
+
+        try:
+            with HostileServer(endless) as server:
+                started = time.monotonic()
+                outcome = open_once(server.url(), timeout=30.0)
+                took = time.monotonic() - started
+        finally:
+            stop.set()
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeError)
+        assert "upgrade response over" in str(outcome.error)
+        assert took < 10
+
+    def test_refusal_keeps_its_status_and_a_bounded_body(self) -> None:
+        """A 403 with a 20 KiB body: HandshakeRefused(403), body cut to 1 KiB."""
+        def forbidden(peer: Peer) -> None:
+            peer.read_request()
+            body = b"b" * (20 * KIB)
+            peer.sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: "
+                              + str(len(body)).encode() + b"\r\n\r\n" + body)
+            peer.sock.recv(1)
+
+        with HostileServer(forbidden) as server:
+            outcome = open_once(server.url())
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeRefused)
+        assert outcome.error.status_code == 403
+        assert outcome.error.body == b"b" * KIB
+
+    def test_refusal_announcing_a_huge_body_is_cut_at_the_bound(self) -> None:
+        """A 500 announcing 10 GB is not read to its end: a typed error at the bound."""
+        stop = threading.Event()
+
+        def huge(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 10000000000\r\n\r\n")
+            while not stop.is_set():
+                peer.sock.sendall(b"x" * (64 * KIB))
+
+        try:
+            with HostileServer(huge) as server:
+                outcome = open_once(server.url(), timeout=30.0)
+        finally:
+            stop.set()
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeError)
+        assert "upgrade response over" in str(outcome.error)
 
 class TestVersionLookup:
     """Chainlit version detection: bounded, cached per origin and TLS options."""
