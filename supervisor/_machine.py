@@ -94,9 +94,9 @@ class SessionMachine(MachineBase):
         match event:
             case io.FrameIn(generation, data):
                 self._on_frame(generation, data)
-            case io.FrameWritten(_, token):
+            case io.FrameWritten(generation, token):
                 backlog = self._outbox.unwritten()
-                if (pending := self._outbox.written(token)) is not None:
+                if (pending := self._outbox.written(token, generation)) is not None:
                     self._settle_written(pending)
                 if backlog > 1:  # a slow peer's writes drain: show it (hostile)
                     self._dirty = True

@@ -317,3 +317,19 @@ class TestBadArguments:
         assert ("reject", "s0", "ValueError") in effects
         assert not [e for e in effects if e[0] == "write"]
         assert harness(Send("ok", "s1")) == [("write", 1, "ok", 1)]
+
+
+class TestWrittenAcrossGenerations:
+    """A frame re-sent on a newer connection is settled by that connection's report only."""
+
+    def test_a_late_written_from_the_closed_connection_is_ignored(self) -> None:
+        """A send re-queued onto gen 2 by a Resume is not settled by gen 1's late Written."""
+        harness = connected()
+        harness(Send("a", "s0"))
+        harness(Resume("t-1", "r1"))  # closes gen 1 gracefully; "a" goes back to the queue
+        harness(io.ConnAdmitted(2))
+        assert harness(io.ConnOpened(2, 0.0, 0.0))[-1] == ("write", 2, "a", 0)
+        assert harness(io.FrameWritten(1, 0)) == []
+        assert harness.state().outbox == 1
+        assert harness(io.FrameWritten(2, 0)) == [("resolve", "s0", None)]
+        assert harness.state().outbox == 0
