@@ -67,11 +67,13 @@ class SessionActor(pykka.ThreadingActor):
         self._callbacks = UserCallbacks(spec)
         self._machine = SessionMachine(spec, self._new_codec, _new_id, record.snapshot)
         self._connections: dict[int, Connection] = {}
+        """Every connection not yet reported ended, by generation: the current one, and
+        any still closing (each close is bounded by ``write_timeout``)."""
         self._own_ident: int | None = None
         """The actor's own thread (greenlet): a ``Written`` reported from it is settled
         at the end of the current feed, without a mailbox round trip (hostile)."""
         self._written_now: deque[Written] = deque()
-        """Every connection not yet reported ended, by generation (at most two)."""
+        """``Written`` reports made inside our own ``conn.send()``, settled after the feed."""
         self._unhandled: deque[io.Command] = deque()
         """Commands taken but not handled yet; the first is the one being handled."""
 

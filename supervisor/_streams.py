@@ -59,6 +59,7 @@ class Streams:
     _fd_nonblocking: bool
     _writer: threading.Thread | None
     _sock_users: int
+    _close_watch: int | None
     _writing: bool
     _by_us: bool
     _over: bool
@@ -337,6 +338,8 @@ class Streams:
             # A close frame queued just now gets its chance, bounded; then Ended
             # follows every Written of this connection.
             writer.join(timeout=self._options.write_timeout * 1.5 + 0.1)
+        if self._close_watch is not None:
+            wsc.deadlines.cancel(self._close_watch)
         shutdown(sock)
         self._release(sock)
         self._report(Ended(self.generation, None if by_us else error, clean))

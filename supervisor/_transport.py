@@ -104,6 +104,8 @@ class Connection(Streams):
         self._writer: threading.Thread | None = None
         """Started on the first write that cannot complete at once (most never need one)."""
         self._sock_users = 0
+        self._close_watch: int | None = None
+        """close()'s deadline (one write_timeout), cancelled once the connection ended."""
         """Reader and writer threads still using the open socket: the last one closes it."""
         self._writing = False
         """The writer thread holds a frame it is writing: no one else writes meanwhile."""
@@ -125,12 +127,23 @@ class Connection(Streams):
         self._thread.start()
 
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
-        """Write ``last_frames`` and a close frame (bounded by ``write_timeout``), then stop."""
+        """Write ``last_frames`` and a close frame, then stop; aborted after ``write_timeout``.
+
+        Frames queued and not yet being written are dropped: the session has
+        re-queued (or failed) their sends already, so writing them here as well
+        would deliver them twice. The frame being written, if any, may finish;
+        whether it reached the server is then in doubt (docs/supervision.md).
+        """
         with self._lock:
             opened = self._live is not None
+            if opened and not (self._writes and self._writes[-1][0] is SHUTDOWN):
+                self._writes.clear()  # (a queue ending in SHUTDOWN is closing already)
+                self._write_bytes = 0
         if not opened:
             self.abort()
             return
+        self._close_watch = wsc.deadlines.watch(
+            time.monotonic() + self._options.write_timeout, self._close_overdue)
         for frame in last_frames:
             self.send(frame)
         self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE),
@@ -155,6 +168,14 @@ class Connection(Streams):
         self._shutdown_current()
 
     # --- internals -----------------------------------------------------------------
+
+    def _close_overdue(self) -> bool:
+        """The deadline thread: a close still writing after ``write_timeout`` is aborted."""
+        with self._lock:
+            over = self._over
+        if not over:
+            self.abort()
+        return False
 
     def _deadline_passed(self) -> bool:
         """The handshake's deadline thread: shut it down; True: call again (no socket yet)."""

@@ -324,6 +324,49 @@ class TestStoppedFromOutside:
         record.deliver(Send("late", late))
         assert isinstance(settled([late], timeout=1)[0], SupervisorStopped)
 
+@pytest.mark.concurrency
+class TestGracefulCloseWritesNothingTwice:
+    """A Resume's graceful close drops frames it has not started: the next connection sends them."""
+
+    def test_queued_sends_go_out_once_across_a_resume(self) -> None:
+        """Sends queued behind a stalled write reach the server once, on the new connection."""
+        second_up = threading.Event()
+        lock = threading.Lock()
+        order: list[int] = []
+        texts: list[list[str]] = [[], []]
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            with lock:
+                index = len(order)
+                order.append(index)
+            peer.accept_upgrade(headers)
+            if index == 0:
+                second_up.wait(30)  # not reading until the Resume's connection is up
+            else:
+                second_up.set()
+            while True:
+                opcode, payload = peer.read_frame()
+                if opcode == 0x8:
+                    return
+                if opcode == 0x1:
+                    texts[index].append(payload.decode())
+
+        with HostileServer(handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1",
+                                           write_timeout=20.0))
+            session.resume("t-1").get(timeout=10)
+            big = session.send(b"x" * (32 * 1024 * KIB))  # stalls: the server is not reading
+            small = [session.send(f"m{i}") for i in range(10)]
+            wait_until(lambda: session.state().outbox == 11, what="the sends behind it")
+            session.resume("t-2").get(timeout=10)
+            outcomes = settled([big, *small], timeout=30)
+            assert all(o is None for o in outcomes), outcomes
+            session.close().get(timeout=10)
+            wait_until(lambda: len(texts[1]) == 10, what="the sends on the new connection")
+        assert texts[1] == [f"m{i}" for i in range(10)]
+        assert texts[0] == []  # the old connection wrote none of them
+
 def flood(stop: threading.Event, frame_bytes: int = KIB) -> Any:
     """Answer the upgrade, then send text frames as fast as TCP lets it."""
     def handler(peer: Peer) -> None:
