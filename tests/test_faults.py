@@ -27,6 +27,7 @@ from supervisor import (
     Supervisor,
 )
 from supervisor._admission import Admission
+from supervisor._callbacks import UserCallbacks
 from supervisor._http import TlsOptions, lookup_chainlit_version
 from supervisor._machine import SessionMachine
 from supervisor._record import SessionRecord
@@ -366,6 +367,23 @@ class TestGracefulCloseWritesNothingTwice:
             wait_until(lambda: len(texts[1]) == 10, what="the sends on the new connection")
         assert texts[1] == [f"m{i}" for i in range(10)]
         assert texts[0] == []  # the old connection wrote none of them
+
+    def test_an_effect_that_raises_still_lets_its_batch_settle(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Carrying out CONNECTED raises: the Resume resolved in that batch still resolves."""
+        lifecycle = UserCallbacks.lifecycle
+
+        def raise_on_t2(callbacks: UserCallbacks, log: Any, report: Lifecycle) -> None:
+            if report.kind is LifecycleKind.CONNECTED and report.thread_id == "t-2":
+                raise RuntimeError("carrying out an effect failed")
+            lifecycle(callbacks, log, report)
+
+        monkeypatch.setattr(UserCallbacks, "lifecycle", raise_on_t2)
+        with HostileServer(echo_handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1"))
+            session.resume("t-1").get(timeout=10)
+            result = settled([session.resume("t-2")], timeout=10)[0]
+            assert getattr(result, "thread_id", None) == "t-2", result
 
 def flood(stop: threading.Event, frame_bytes: int = KIB) -> Any:
     """Answer the upgrade, then send text frames as fast as TCP lets it."""
