@@ -177,7 +177,9 @@ def exchange(sock: socket.socket, request: bytes, deadline: float, what: str) ->
 def _parse_head(head: bytes, rest: bytes, what: str) -> Response:
     lines = head.decode("latin-1").split("\r\n")
     fields = lines[0].split(" ", 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+    # Exactly three ASCII digits: str.isdigit() also accepts "²", which int() refuses.
+    if len(fields) < 2 or not fields[0].startswith("HTTP/") \
+            or len(fields[1]) != 3 or not all("0" <= c <= "9" for c in fields[1]):
         msg = f"{what}: not an HTTP response: {lines[0][:80]!r}"
         raise HandshakeError(msg)
     headers: dict[str, str] = {}

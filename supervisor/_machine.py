@@ -15,6 +15,8 @@ never cancelled. Whatever ends a session goes through ``_retire``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from supervisor import _machine_io as io
 from supervisor import _supervision as sup
 from supervisor._machine_base import CodecFactory, MachineBase
@@ -51,6 +53,7 @@ from supervisor.protocols.base import (
     Acked,
     Action,
     Disconnected,
+    Frames,
     Inbound,
     Malformed,
     Outbound,
@@ -91,9 +94,9 @@ class SessionMachine(MachineBase):
         match event:
             case io.FrameIn(generation, data):
                 self._on_frame(generation, data)
-            case io.FrameWritten(_, token):
+            case io.FrameWritten(generation, token):
                 backlog = self._outbox.unwritten()
-                if (pending := self._outbox.written(token)) is not None:
+                if (pending := self._outbox.written(token, generation)) is not None:
                     self._settle_written(pending)
                 if backlog > 1:  # a slow peer's writes drain: show it (hostile)
                     self._dirty = True
@@ -122,7 +125,7 @@ class SessionMachine(MachineBase):
             case io.Answer(generation, ack_id, data):
                 attempt = self._attempt_of(generation)
                 if attempt is not None:
-                    for frame in attempt.codec.encode_ack(ack_id, data):
+                    for frame in self._encode_answer(attempt, ack_id, data):
                         self._write(attempt, frame)
             case Close(_, stopping):
                 error = (SupervisorStopped("the supervisor stopped") if stopping
@@ -133,6 +136,20 @@ class SessionMachine(MachineBase):
                 self._on_supervisor(event)
             case io.Crashed(error):
                 self._hand_over(error)
+
+    def _encode_answer(self, attempt: Attempt, ack_id: int, data: Any) -> Frames:
+        """The ack frames for ``on_ask``'s answer; None instead of one that cannot be encoded.
+
+        The answer comes from user code: a set or a NaN must cost a warning, not the actor.
+        """
+        try:
+            return attempt.codec.encode_ack(ack_id, data)
+        except (TypeError, ValueError) as exc:
+            self._log("warning", "ask_answer_unencodable", ack_id=ack_id, error=repr(exc))
+        try:
+            return attempt.codec.encode_ack(ack_id, None)
+        except (TypeError, ValueError):
+            return []  # a codec without acknowledgements: nothing to answer with
 
     def _on_supervisor(self, answer: sup.RestartIn | sup.Reconnect | sup.GiveUp) -> None:
         """The supervisor's answer to a loss (or the backoff timer it asked for)."""

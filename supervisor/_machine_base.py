@@ -118,7 +118,7 @@ class MachineBase:
         except (TypeError, ValueError) as exc:
             self._emit(io.Reject(command.reply, exc))
             return
-        self._outbox.sent(pending)
+        self._outbox.sent(pending, attempt.generation)
         if self._outbox.unwritten() > 1:  # the peer is not keeping up: show it (hostile)
             self._dirty = True
         for frame in frames[:-1]:  # a binary emit is several frames; the last one settles it

@@ -30,6 +30,8 @@ class Pending:
     deadline: float
     written: bool = False
     """The transport reported the frame fully written."""
+    generation: int | None = None
+    """The connection it was last handed to: only that connection's ``Written`` counts."""
     ack_id: int | None = None
     """Socket.IO ack number awaited (``call()``)."""
     turn: TurnTracker | None = field(default=None, repr=False)
@@ -71,27 +73,33 @@ class Outbox:
         """The bound counts everything not yet written, so a stalled peer fills it (hostile)."""
         return len(self.queued) + self.unwritten() < self.limit
 
-    def sent(self, pending: Pending) -> None:
-        """``pending`` was handed to the live connection."""
+    def sent(self, pending: Pending, generation: int) -> None:
+        """``pending`` was handed to the live connection, ``generation``."""
+        pending.generation = generation
         self.inflight[pending.seq] = pending
         if pending.ack_id is not None:
             self._by_ack[pending.ack_id] = pending.seq
         if pending.turn is not None:
             self._turns.append(pending)
 
-    def written(self, seq: int) -> Pending | None:
-        """The frame of ``seq`` is written; returns it if nothing more is owed before answering.
+    def written(self, seq: int, generation: int) -> Pending | None:
+        """Connection ``generation`` wrote the frame of ``seq``; returns it if nothing more
+        is owed before answering.
 
         A frame re-queued when its connection went (before this report came)
-        leaves the queue: it is written, not to be sent again.
+        leaves the queue: it is written, not to be sent again. A report from a
+        connection the frame is no longer with (it was re-sent on a newer one)
+        is ignored: the newer connection's own report settles it.
         """
         pending = self.inflight.get(seq)
         if pending is None:
             for queued in self.queued:
-                if queued.seq == seq:
+                if queued.seq == seq and queued.generation == generation:
                     self.queued.remove(queued)
                     queued.written = True
                     return queued
+            return None
+        if pending.generation != generation:
             return None
         pending.written = True
         if pending.answered_on_write:

@@ -38,8 +38,8 @@ from supervisor._transport import (
     TransportOptions,
     Written,
 )
-from supervisor.errors import MessageTooBig
-from supervisor.messages import Chat, Close, Resume, Send
+from supervisor.errors import MessageTooBig, SupervisorStopped
+from supervisor.messages import Chat, Close, Resume, Send, SessionStatus
 from supervisor.protocols import Codec, Identity, make_codec
 
 _log = get_logger("supervisor.session")
@@ -67,11 +67,13 @@ class SessionActor(pykka.ThreadingActor):
         self._callbacks = UserCallbacks(spec)
         self._machine = SessionMachine(spec, self._new_codec, _new_id, record.snapshot)
         self._connections: dict[int, Connection] = {}
+        """Every connection not yet reported ended, by generation: the current one, and
+        any still closing (each close is bounded by ``write_timeout``)."""
         self._own_ident: int | None = None
         """The actor's own thread (greenlet): a ``Written`` reported from it is settled
         at the end of the current feed, without a mailbox round trip (hostile)."""
         self._written_now: deque[Written] = deque()
-        """Every connection not yet reported ended, by generation (at most two)."""
+        """``Written`` reports made inside our own ``conn.send()``, settled after the feed."""
         self._unhandled: deque[io.Command] = deque()
         """Commands taken but not handled yet; the first is the one being handled."""
 
@@ -105,7 +107,7 @@ class SessionActor(pykka.ThreadingActor):
             case Received(generation, data):
                 self._feed(io.FrameIn(generation, data))
                 if (conn := self._connections.get(generation)) is not None:
-                    conn.consumed(len(data) if isinstance(data, bytes) else len(data.encode()))
+                    conn.consumed(len(data))  # the reader's measure: characters or bytes
             case Written(generation, token):
                 self._feed(io.FrameWritten(generation, token))  # type: ignore[arg-type]
             case Resume() | Send() | Chat() | Close():
@@ -149,8 +151,18 @@ class SessionActor(pykka.ThreadingActor):
     # --- feeding the machine --------------------------------------------------------
 
     def _feed(self, event: io.Input) -> None:
-        for effect in self._machine.handle(event, time.monotonic()):
-            self._carry_out(effect)
+        effects = self._machine.handle(event, time.monotonic())
+        for index, effect in enumerate(effects):
+            try:
+                self._carry_out(effect)
+            except Exception:
+                # The machine already moved on: the futures this batch settles and the
+                # state it publishes must not be lost with the crash that follows.
+                for rest in effects[index + 1:]:
+                    if isinstance(rest, io.Resolve | io.Reject | io.Publish):
+                        with contextlib.suppress(Exception):
+                            self._carry_out(rest)
+                raise
         while self._written_now:  # written at once inside our own conn.send()
             written = self._written_now.popleft()
             self._feed(io.FrameWritten(written.generation, written.token))  # type: ignore[arg-type]
@@ -197,7 +209,10 @@ class SessionActor(pykka.ThreadingActor):
                 getattr(self._log, level)(event, **dict(fields))
             case io.Retired(error, reason):
                 self._record.retire(error, reason)
-                self.stop()
+                # Inside on_stop pykka is stopping the actor already: the effects after
+                # this one (the Close's answer, the CLOSED state) must still run.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.stop()
             case io.Forget():
                 self._record.release(None)
             case io.HandOver():
@@ -256,8 +271,15 @@ class SessionActor(pykka.ThreadingActor):
             for command in held:
                 fail_command(command, terminal)
             return
-        self._carry_out(crash_report or io.Report(sup.ActorCrashed(record.spec.session_id,
-                                                                   error)))
+        report = crash_report.message if isinstance(crash_report, io.Report) else \
+            sup.ActorCrashed(record.spec.session_id, error)
+        try:
+            self._supervisor.tell(report)
+        except pykka.ActorDeadError:
+            # No supervisor will start a successor: end the session here, or what is
+            # parked (and every later command) would wait for an actor that never comes.
+            record.retire(SupervisorStopped("the supervisor stopped"), "supervisor stopped",
+                          SessionStatus.CLOSED)
 
     def _settle_only(self, event: io.Input) -> list[io.Effect]:
         """Feed a machine that crashed: carry out only what settles futures or publishes."""

@@ -58,6 +58,8 @@ class Streams:
     _raw_fd: int
     _fd_nonblocking: bool
     _writer: threading.Thread | None
+    _sock_users: int
+    _close_watch: int | None
     _writing: bool
     _by_us: bool
     _over: bool
@@ -139,6 +141,7 @@ class Streams:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, args=(self._live,),
                                             daemon=True, name=f"ws-gen{self.generation}-writer")
+            self._sock_users += 1
             self._writer.start()
         else:
             self._changed.notify_all()
@@ -162,6 +165,12 @@ class Streams:
         return sock is not None
 
     def _write_loop(self, sock: socket.socket) -> None:
+        try:
+            self._write_frames(sock)
+        finally:
+            self._release(sock)
+
+    def _write_frames(self, sock: socket.socket) -> None:
         while True:
             with self._lock:
                 self._writing = False
@@ -329,13 +338,32 @@ class Streams:
             # A close frame queued just now gets its chance, bounded; then Ended
             # follows every Written of this connection.
             writer.join(timeout=self._options.write_timeout * 1.5 + 0.1)
+        if self._close_watch is not None:
+            wsc.deadlines.cancel(self._close_watch)
         shutdown(sock)
-        sock.close()
+        self._release(sock)
         self._report(Ended(self.generation, None if by_us else error, clean))
+
+    def _release(self, sock: socket.socket) -> None:
+        """A reader or writer is done with ``sock``; the last one closes it.
+
+        Closing while the other may still write would let a recycled descriptor
+        (another connection's) receive the rest of its frame.
+        """
+        with self._lock:
+            self._sock_users -= 1
+            last = self._sock_users <= 0
+        if last:
+            sock.close()
 
 
 def shutdown(sock: socket.socket | None) -> None:
-    # Shutting the socket down wakes a thread blocked reading or writing it.
+    """Shut the TCP connection down: wakes a thread blocked reading or writing it.
+
+    The base class's method, on purpose: ``ssl.SSLSocket.shutdown`` drops its TLS
+    object before the TCP shutdown, and a writer in ``send`` in that window would
+    fall through to plain ``socket.send``, putting a frame on the wire unencrypted.
+    """
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

@@ -5,7 +5,9 @@ It never touches session state: it reports to the session actor through
 connection was opened for. It bounds everything a peer can make it hold (I9):
 
 * the handshake (admission aside) runs inside ``connect_timeout``, Chainlit
-  version detection included, and ``abort()`` interrupts it;
+  version detection included; ``abort()`` interrupts it once a socket exists
+  (version lookup, TLS, upgrade) but not a TCP connect in progress, which
+  websocket-client does not expose: that ends within ``connect_timeout``;
 * ``send()`` never blocks: frames go to a bounded write buffer that a writer
   thread drains; a write that does not finish within ``write_timeout`` ends
   the connection as broken;
@@ -101,6 +103,10 @@ class Connection(Streams):
         """Its file descriptor when plain TCP (not TLS): the fast path may write it directly."""
         self._writer: threading.Thread | None = None
         """Started on the first write that cannot complete at once (most never need one)."""
+        self._sock_users = 0
+        self._close_watch: int | None = None
+        """close()'s deadline (one write_timeout), cancelled once the connection ended."""
+        """Reader and writer threads still using the open socket: the last one closes it."""
         self._writing = False
         """The writer thread holds a frame it is writing: no one else writes meanwhile."""
         self._by_us = False
@@ -121,12 +127,23 @@ class Connection(Streams):
         self._thread.start()
 
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
-        """Write ``last_frames`` and a close frame (bounded by ``write_timeout``), then stop."""
+        """Write ``last_frames`` and a close frame, then stop; aborted after ``write_timeout``.
+
+        Frames queued and not yet being written are dropped: the session has
+        re-queued (or failed) their sends already, so writing them here as well
+        would deliver them twice. The frame being written, if any, may finish;
+        whether it reached the server is then in doubt (docs/supervision.md).
+        """
         with self._lock:
             opened = self._live is not None
+            if opened and not (self._writes and self._writes[-1][0] is SHUTDOWN):
+                self._writes.clear()  # (a queue ending in SHUTDOWN is closing already)
+                self._write_bytes = 0
         if not opened:
             self.abort()
             return
+        self._close_watch = wsc.deadlines.watch(
+            time.monotonic() + self._options.write_timeout, self._close_overdue)
         for frame in last_frames:
             self.send(frame)
         self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE),
@@ -151,6 +168,14 @@ class Connection(Streams):
         self._shutdown_current()
 
     # --- internals -----------------------------------------------------------------
+
+    def _close_overdue(self) -> bool:
+        """The deadline thread: a close still writing after ``write_timeout`` is aborted."""
+        with self._lock:
+            over = self._over
+        if not over:
+            self.abort()
+        return False
 
     def _deadline_passed(self) -> bool:
         """The handshake's deadline thread: shut it down; True: call again (no socket yet)."""
@@ -191,6 +216,7 @@ class Connection(Streams):
             return
         with self._lock:
             self._live = sock
+            self._sock_users = 1  # the reader, below
             if _PLAIN_WRITES and not secure:
                 # Reads block without a timer per read (a gevent Timeout object each);
                 # writes never block: they pass MSG_DONTWAIT, or the descriptor is
@@ -263,7 +289,8 @@ class Connection(Streams):
         if cookie is not None:
             options["cookie"] = cookie
         try:
-            ws.connect(url, **options)  # type: ignore[no-untyped-call]
+            with wsc.bounded_upgrade():
+                ws.connect(url, **options)  # type: ignore[no-untyped-call]
         except websocket.WebSocketException as exc:
             response = ws.handshake_response
             if response is None or response.status not in REDIRECT_STATUSES:
@@ -308,11 +335,16 @@ def same_origin_target(current: str, location: str) -> str | None:
     return target
 
 
+MAX_REFUSAL_BODY = 1024
+"""Bytes of a refusal's body kept on ``HandshakeRefused`` (as ``_http.refusal`` keeps)."""
+
+
 def _handshake_error(exc: Exception) -> Exception:
     if isinstance(exc, HandshakeError):
         return exc
     if isinstance(exc, websocket.WebSocketBadStatusException):
-        refused = HandshakeRefused(exc.status_code, exc.resp_headers, exc.resp_body or b"")
+        body = exc.resp_body or b""
+        refused = HandshakeRefused(exc.status_code, exc.resp_headers, body[:MAX_REFUSAL_BODY])
         refused.__cause__ = exc
         return refused
     error = HandshakeError(f"handshake failed: {exc or type(exc).__name__}")

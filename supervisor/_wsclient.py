@@ -7,26 +7,33 @@ timeouts are per read: the pieces here close those gaps without replacing it.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import websocket
 import websocket._abnf as _ws_abnf
 import websocket._handshake as _ws_handshake
+import websocket._socket as _ws_socket
 
 from supervisor._http import TlsOptions
+from supervisor._logging import get_logger
+from supervisor.errors import HandshakeError
 
+_log = get_logger("supervisor.transport")
 ABNF = websocket.ABNF
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TOO_BIG = 1009
 DATA_OPCODES = frozenset({ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT})
+MAX_CONTROL_PAYLOAD = 125
+"""RFC 6455 5.5: a control frame's payload is at most 125 bytes."""
 
 
 # --- cookies ---------------------------------------------------------------------------
@@ -59,6 +66,46 @@ def isolate_cookies() -> None:
 isolate_cookies()
 
 
+# --- upgrade response bound ----------------------------------------------------------------
+
+MAX_UPGRADE_RESPONSE_BYTES = 64 * 1024
+"""Bytes of an upgrade response websocket-client may read: head, and a refusal's body."""
+
+_original_recv = _ws_socket.recv
+_budget = threading.local()  # greenlet-local under gevent
+
+
+def _bounded_recv(sock: Any, bufsize: int) -> bytes:
+    """websocket-client's ``recv``, counted against the calling thread's upgrade budget.
+
+    websocket-client reads the response head a byte at a time with no limit on
+    lines or their length, and a refusal's whole ``Content-Length`` body; with a
+    budget set (only inside :func:`bounded_upgrade`) a peer gets no further.
+    """
+    left: int | None = getattr(_budget, "left", None)
+    if left is None:
+        return bytes(_original_recv(sock, bufsize))
+    if left <= 0:
+        msg = f"upgrade response over {MAX_UPGRADE_RESPONSE_BYTES} bytes"
+        raise HandshakeError(msg)
+    data = bytes(_original_recv(sock, min(bufsize, left)))
+    _budget.left = left - len(data)
+    return data
+
+
+_ws_socket.recv = _bounded_recv  # recv_line and the refusal body look it up at call time
+
+
+@contextlib.contextmanager
+def bounded_upgrade() -> Iterator[None]:
+    """Within this block, this thread's websocket-client reads stop at the bound."""
+    _budget.left = MAX_UPGRADE_RESPONSE_BYTES
+    try:
+        yield
+    finally:
+        _budget.left = None
+
+
 # --- framing -----------------------------------------------------------------------------
 
 
@@ -75,10 +122,12 @@ class BoundedFrameBuffer(_ws_abnf.frame_buffer):
     """websocket-client's frame reader, refusing a frame on its length, before its payload.
 
     The reader sets ``held`` (bytes of the message so far) before each frame;
-    a data frame whose announced length takes the message past ``limit``
-    raises :class:`FrameTooBig` right after the length is read, so a peer
-    announcing 50 MB costs its header, not 50 MB. State survives a socket
-    timeout (websocket-client keeps header, length and partial payload).
+    a frame whose announced length takes the message past ``limit`` raises
+    :class:`FrameTooBig` right after the length is read, so a peer announcing
+    50 MB costs its header, not 50 MB; a control or reserved-opcode frame
+    announcing more than 125 bytes is a protocol violation, refused the same
+    way. State survives a socket timeout (websocket-client keeps header,
+    length and partial payload).
     """
 
     def __init__(self, recv: Callable[[int], bytes], limit: int) -> None:
@@ -91,8 +140,16 @@ class BoundedFrameBuffer(_ws_abnf.frame_buffer):
         assert self.header is not None
         assert self.length is not None
         opcode = self.header[4]
-        if opcode in DATA_OPCODES and self.held + self.length > self.limit:
-            raise FrameTooBig(self.held + self.length, self.limit)
+        if opcode not in DATA_OPCODES and self.length > MAX_CONTROL_PAYLOAD:
+            # websocket-client checks this only after reading the whole payload,
+            # so a ping announcing 2**40 bytes would stream into memory first.
+            # Reserved opcodes land here too: none may carry more than a control frame.
+            msg = (f"frame with opcode {opcode:#x} announces {self.length} bytes; "
+                   f"a control frame carries at most {MAX_CONTROL_PAYLOAD}")
+            raise websocket.WebSocketProtocolException(msg)
+        announced = self.held + self.length if opcode in DATA_OPCODES else self.length
+        if announced > self.limit:
+            raise FrameTooBig(announced, self.limit)
 
 
 class Assembler:
@@ -200,7 +257,11 @@ class Deadlines:
                     self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
                 _, key = heapq.heappop(self._heap)
                 callback = self._callbacks[key]
-            again = callback()
+            try:
+                again = callback()
+            except Exception:  # noqa: BLE001 - one bad callback must not end every deadline
+                _log.exception("deadline_callback_failed")
+                again = False
             with self._cond:
                 if key not in self._callbacks:
                     continue

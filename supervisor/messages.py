@@ -139,8 +139,8 @@ class Lifecycle:
     ``total`` (from the start of the handshake to ready)."""
     cause: str | None = None
     """For CONNECTING, why: ``"open"`` (first connect), ``"resume"`` (a Resume),
-    ``"restart"`` (the supervisor restarted after a loss or crash), ``"reconnect"``
-    (anything else); None for the other kinds."""
+    ``"restart"`` (the supervisor restarted after a loss or crash); None for the
+    other kinds."""
 
 
 # --- commands -----------------------------------------------------------------

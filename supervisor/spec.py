@@ -168,7 +168,8 @@ class SessionSpec:
     inbound_max_frames: int = 1000
     """Inbound frames not yet handled at most; then the transport stops reading."""
     inbound_max_bytes: int = 16 * 1024 * 1024
-    """Inbound bytes not yet handled at most; then the transport stops reading."""
+    """Inbound data not yet handled at most (``len`` of each frame: characters of a text
+    frame, bytes of a binary one); then the transport stops reading."""
     ca_file: str | None = None
     """A PEM file of CA certificates to verify ``wss://`` servers with (instead of the system's)."""
     follow_redirects: bool = False

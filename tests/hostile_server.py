@@ -73,15 +73,23 @@ class Peer:
         elif length == 127:
             length = struct.unpack("!Q", self._exact(8))[0]
         key = self._exact(4)
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(self._exact(length)))
+        masked = self._exact(length)
+        # One big-integer XOR: a byte-by-byte loop takes seconds on a multi-MB frame.
+        mask = (key * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(masked, "big") ^ int.from_bytes(mask, "big")).to_bytes(
+            length, "big")
         return head[0] & 0x0F, payload
 
     def _exact(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("client closed")
-            self.buffer += chunk
+        if len(self.buffer) < n:
+            parts, have = [self.buffer], len(self.buffer)  # joined once: no quadratic copy
+            while have < n:
+                chunk = self.sock.recv(max(65536, min(n - have, 1 << 20)))
+                if not chunk:
+                    raise ConnectionError("client closed")
+                parts.append(chunk)
+                have += len(chunk)
+            self.buffer = b"".join(parts)
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 

@@ -27,9 +27,21 @@ from supervisor import (
     Supervisor,
 )
 from supervisor._admission import Admission
+from supervisor._callbacks import UserCallbacks
 from supervisor._http import TlsOptions, lookup_chainlit_version
+from supervisor._machine import SessionMachine
+from supervisor._record import SessionRecord
+from supervisor._session_actor import SessionActor
+from supervisor._timer import Scheduler
 from supervisor._transport import Connection, OpenFailed, TransportOptions, same_origin_target
-from supervisor.errors import HandshakeError, HandshakeRedirected
+from supervisor._wsclient import Deadlines
+from supervisor.errors import (
+    HandshakeError,
+    HandshakeRedirected,
+    HandshakeRefused,
+    SupervisorStopped,
+)
+from supervisor.messages import Send
 from supervisor.protocols import Identity, make_codec
 
 KIB = 1024
@@ -265,6 +277,114 @@ class TestStalledPeer:
         assert all(o is None or isinstance(o, Exception) for o in outcomes)
 
 
+@pytest.mark.concurrency
+class TestStoppedFromOutside:
+    """One retirement path: an actor stopped by pykka still ends its session for good."""
+
+    def test_stopping_the_actor_closes_the_session(self) -> None:
+        """A session actor stopped directly publishes CLOSED and fails later commands."""
+        with HostileServer(echo_handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1"))
+            session.resume("t-1").get(timeout=10)
+            ref = session._record.ref
+            assert ref is not None
+            ref.stop(timeout=5)
+            assert session.state().status is SessionStatus.CLOSED
+            outcome = settled([session.send("late")], timeout=5)[0]
+            assert isinstance(outcome, Exception)
+
+    def test_a_crash_after_the_supervisor_died_ends_the_session(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No supervisor to start a successor: the crashed session's commands fail typed."""
+        handle = SessionMachine.handle
+
+        def crash_on_boom(machine: SessionMachine, event: Any, now: float) -> Any:
+            if isinstance(event, Send) and event.data == "boom":
+                raise RuntimeError("boom")
+            return handle(machine, event, now)
+
+        monkeypatch.setattr(SessionMachine, "handle", crash_on_boom)
+        dead = pykka.ThreadingActor.start()
+        dead.stop()
+        scheduler = Scheduler()
+        try:
+            with HostileServer(echo_handler) as server:
+                record = SessionRecord(SessionSpec(url=server.url(), thread_id="t-1"))
+                ref = SessionActor.start(record, dead, Admission(10, 100.0), scheduler)
+                record.adopt(ref)
+                booms = [pykka.ThreadingFuture[Any]() for _ in range(2)]
+                record.deliver(Send("boom", booms[0]))
+                record.deliver(Send("boom", booms[1]))
+                outcomes = settled(booms, timeout=5)
+                ref.stop(timeout=5)  # crashed already: a no-op
+        finally:
+            scheduler.stop()
+        assert all(isinstance(o, SupervisorStopped) for o in outcomes), outcomes
+        assert record.snapshot.status is SessionStatus.CLOSED
+        late: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        record.deliver(Send("late", late))
+        assert isinstance(settled([late], timeout=1)[0], SupervisorStopped)
+
+@pytest.mark.concurrency
+class TestGracefulCloseWritesNothingTwice:
+    """A Resume's graceful close drops frames it has not started: the next connection sends them."""
+
+    def test_queued_sends_go_out_once_across_a_resume(self) -> None:
+        """Sends queued behind a stalled write reach the server once, on the new connection."""
+        second_up = threading.Event()
+        lock = threading.Lock()
+        order: list[int] = []
+        texts: list[list[str]] = [[], []]
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            with lock:
+                index = len(order)
+                order.append(index)
+            peer.accept_upgrade(headers)
+            if index == 0:
+                second_up.wait(30)  # not reading until the Resume's connection is up
+            else:
+                second_up.set()
+            while True:
+                opcode, payload = peer.read_frame()
+                if opcode == 0x8:
+                    return
+                if opcode == 0x1:
+                    texts[index].append(payload.decode())
+
+        with HostileServer(handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1",
+                                           write_timeout=20.0))
+            session.resume("t-1").get(timeout=10)
+            big = session.send(b"x" * (32 * 1024 * KIB))  # stalls: the server is not reading
+            small = [session.send(f"m{i}") for i in range(10)]
+            wait_until(lambda: session.state().outbox == 11, what="the sends behind it")
+            session.resume("t-2").get(timeout=10)
+            outcomes = settled([big, *small], timeout=30)
+            assert all(o is None for o in outcomes), outcomes
+            session.close().get(timeout=10)
+            wait_until(lambda: len(texts[1]) == 10, what="the sends on the new connection")
+        assert texts[1] == [f"m{i}" for i in range(10)]
+        assert texts[0] == []  # the old connection wrote none of them
+
+    def test_an_effect_that_raises_still_lets_its_batch_settle(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Carrying out CONNECTED raises: the Resume resolved in that batch still resolves."""
+        lifecycle = UserCallbacks.lifecycle
+
+        def raise_on_t2(callbacks: UserCallbacks, log: Any, report: Lifecycle) -> None:
+            if report.kind is LifecycleKind.CONNECTED and report.thread_id == "t-2":
+                raise RuntimeError("carrying out an effect failed")
+            lifecycle(callbacks, log, report)
+
+        monkeypatch.setattr(UserCallbacks, "lifecycle", raise_on_t2)
+        with HostileServer(echo_handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), thread_id="t-1"))
+            session.resume("t-1").get(timeout=10)
+            result = settled([session.resume("t-2")], timeout=10)[0]
+            assert getattr(result, "thread_id", None) == "t-2", result
+
 def flood(stop: threading.Event, frame_bytes: int = KIB) -> Any:
     """Answer the upgrade, then send text frames as fast as TCP lets it."""
     def handler(peer: Peer) -> None:
@@ -309,6 +429,48 @@ class TestFlood:
         assert max(backlogs) <= 50
         assert max(backlogs) > 0  # the bound was reached: the reader really paused
         assert close_took < 2
+
+    def test_inbound_byte_credit_is_returned_in_the_units_it_was_taken(self) -> None:
+        """Multi-byte text: the backlog counts exactly the frames not yet consumed."""
+        text = "\u00e9" * 100  # 100 characters, 200 bytes of UTF-8
+        first = threading.Event()
+        all_read = threading.Event()
+        entered = threading.Event()
+        release = threading.Event()
+        seen: list[Any] = []
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            peer.accept_upgrade(headers)
+            for _ in range(3):
+                peer.send_frame(text.encode())
+            peer.read_frame()
+
+        def on_event(event: Any) -> None:
+            seen.append(event)
+            if len(seen) == 1:  # hold frame 1 until frames 2 and 3 are counted too
+                first.set()
+                all_read.wait(10)
+            if len(seen) == 2:
+                entered.set()
+                release.wait(10)
+
+        with HostileServer(handler) as server, Supervisor.start(fast_policy()) as sup:
+            session = sup.open(SessionSpec(url=server.url(), on_event=on_event))
+            try:
+                assert first.wait(10)
+                wait_until(lambda: session.state().inbound_backlog == 3, what="3 frames read")
+                assert session.state().inbound_backlog_bytes == 3 * len(text)
+                all_read.set()
+                assert entered.wait(10)
+                # Frame 1 consumed; frames 2 (in the callback) and 3 are not.
+                wait_until(lambda: session.state().inbound_backlog == 2, what="frame 3 read")
+                assert session.state().inbound_backlog_bytes == 2 * len(text)
+            finally:
+                all_read.set()
+                release.set()
+            wait_until(lambda: session.state().inbound_backlog == 0, what="all consumed")
+            assert session.state().inbound_backlog_bytes == 0
 
 
 def huge_after_hello(fragments: bool, closes: list[tuple[int, bytes]]) -> Any:
@@ -376,6 +538,35 @@ class TestSizeLimit:
             wait_until(lambda: bool(closes), what="the close frame at the server")
         assert closes[0] == (0x8, (1002).to_bytes(2, "big"))
 
+    @pytest.mark.parametrize("opcode", [0x9, 0xA, 0x3, 0xB], ids=["ping", "pong", "reserved-data",
+                                                                "reserved-control"])
+    def test_huge_control_frame_is_refused_on_its_header(self, opcode: int) -> None:
+        """A non-data frame announcing 2**40 bytes ends the connection on its header (1002)."""
+        closes: list[tuple[int, bytes]] = []
+        sent = threading.Event()
+
+        def handler(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            peer.accept_upgrade(headers)
+            peer.read_frame()
+            # The header and a few payload bytes; the rest is never sent, so a
+            # reader that waits for the payload would hang until the test fails.
+            peer.send_frame(b"x" * 64, opcode, announce=1 << 40)
+            sent.set()
+            closes.append(peer.read_frame())
+
+        lifecycles = Lifecycles()
+        with HostileServer(handler) as server, \
+                Supervisor.start(fast_policy(max_restarts=0)) as sup:
+            session = sup.open(SessionSpec(url=server.url(), on_lifecycle=lifecycles))
+            session.send("hello").get(timeout=10)
+            lost = lifecycles.wait_for(LifecycleKind.LOST)
+            assert sent.is_set()
+            assert lost.error == "ConnectionLost"
+            assert "control frame carries at most 125" in (lost.reason or "")
+            wait_until(lambda: bool(closes), what="the close frame at the server")
+        assert closes[0] == (0x8, (1002).to_bytes(2, "big"))
+
 
 def trickle(stop: threading.Event, interval: float = 0.2) -> Any:
     """Answer any request one byte at a time, never finishing the head."""
@@ -387,6 +578,28 @@ def trickle(stop: threading.Event, interval: float = 0.2) -> Any:
             peer.sock.sendall(bytes([byte]))
     return handler
 
+
+@pytest.mark.concurrency
+class TestDeadlineThread:
+    """The one thread that runs every handshake deadline survives a callback that raises."""
+
+    def test_a_raising_callback_does_not_stop_later_deadlines(self) -> None:
+        """A callback raising is logged and dropped; the next deadline still fires."""
+        deadlines = Deadlines()
+        fired = threading.Event()
+
+        def broken() -> bool:
+            raise RuntimeError("broken deadline callback")
+
+        def later() -> bool:
+            fired.set()
+            return False
+
+        now = time.monotonic()
+        deadlines.watch(now, broken)
+        deadlines.watch(now + 0.05, later)
+        assert fired.wait(5)
+        assert deadlines._callbacks == {}
 
 @pytest.mark.concurrency
 class TestHandshakeDeadline:
@@ -431,6 +644,80 @@ class TestHandshakeDeadline:
             stop.set()
 
 
+def open_once(url: str, timeout: float = 5.0) -> OpenFailed | Any:
+    """One transport connect; its last report (OpenFailed or Opened)."""
+    reports: queue.Queue[Any] = queue.Queue()
+    codec = make_codec(SessionSpec(url=url).protocol_config, Identity(None),
+                       confirm_resume=False)
+    connection = Connection(codec, 1, reports.put, Admission(10, 100.0),
+                            TransportOptions(connect_timeout=timeout))
+    connection.start()
+    try:
+        return [reports.get(timeout=timeout + 5) for _ in range(2)][-1]
+    finally:
+        connection.abort()
+
+
+class TestUpgradeResponseBound:
+    """I9: the upgrade response is read up to a bound, its head and a refusal's body alike."""
+
+    def test_endless_upgrade_head_is_refused_at_the_bound(self) -> None:
+        """Header lines without end fail the handshake typed, long before connect_timeout."""
+        stop = threading.Event()
+
+        def endless(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\n")
+            while not stop.is_set():
+                peer.sock.sendall(b"X-Junk: " + b"j" * 1000 + b"\r\n")
+
+        try:
+            with HostileServer(endless) as server:
+                started = time.monotonic()
+                outcome = open_once(server.url(), timeout=30.0)
+                took = time.monotonic() - started
+        finally:
+            stop.set()
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeError)
+        assert "upgrade response over" in str(outcome.error)
+        assert took < 10
+
+    def test_refusal_keeps_its_status_and_a_bounded_body(self) -> None:
+        """A 403 with a 20 KiB body: HandshakeRefused(403), body cut to 1 KiB."""
+        def forbidden(peer: Peer) -> None:
+            peer.read_request()
+            body = b"b" * (20 * KIB)
+            peer.sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: "
+                              + str(len(body)).encode() + b"\r\n\r\n" + body)
+            peer.sock.recv(1)
+
+        with HostileServer(forbidden) as server:
+            outcome = open_once(server.url())
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeRefused)
+        assert outcome.error.status_code == 403
+        assert outcome.error.body == b"b" * KIB
+
+    def test_refusal_announcing_a_huge_body_is_cut_at_the_bound(self) -> None:
+        """A 500 announcing 10 GB is not read to its end: a typed error at the bound."""
+        stop = threading.Event()
+
+        def huge(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 10000000000\r\n\r\n")
+            while not stop.is_set():
+                peer.sock.sendall(b"x" * (64 * KIB))
+
+        try:
+            with HostileServer(huge) as server:
+                outcome = open_once(server.url(), timeout=30.0)
+        finally:
+            stop.set()
+        assert isinstance(outcome, OpenFailed)
+        assert isinstance(outcome.error, HandshakeError)
+        assert "upgrade response over" in str(outcome.error)
+
 class TestVersionLookup:
     """Chainlit version detection: bounded, cached per origin and TLS options."""
 
@@ -465,4 +752,17 @@ class TestVersionLookup:
 
         with HostileServer(endless) as server, pytest.raises(HandshakeError, match="head over"):
             lookup_chainlit_version(server.url("http"), time.monotonic() + 10, TlsOptions(),
+                                    lambda _s: None)
+
+    @pytest.mark.parametrize("status", [b"\xb2\xb2\xb2", b"2000", b"20", b"+20"],
+                             ids=["superscript", "four-digits", "two-digits", "sign"])
+    def test_lookup_refuses_a_status_that_is_not_three_digits(self, status: bytes) -> None:
+        """A status line without exactly three ASCII digits is a HandshakeError, typed."""
+        def odd(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 " + status + b" OK\r\nContent-Length: 0\r\n\r\n")
+            peer.sock.recv(1)
+
+        with HostileServer(odd) as server, pytest.raises(HandshakeError, match="not an HTTP"):
+            lookup_chainlit_version(server.url("http"), time.monotonic() + 5, TlsOptions(),
                                     lambda _s: None)

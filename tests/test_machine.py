@@ -295,3 +295,41 @@ class TestWrittenLate:
         harness(io.ConnEnded(1, ConnectionLost("reset"), clean=False))
         assert harness(io.FrameWritten(1, 0)) == [("resolve", "s0", None)]
         assert harness.state().outbox == 0
+
+
+class TestBadArguments:
+    """User values that cannot go on the wire cost a warning or a rejected future, not the actor."""
+
+    @pytest.mark.parametrize("answer", [{1, 2}, float("nan")], ids=["set", "nan"])
+    def test_an_unencodable_ask_answer_is_sent_as_none(self, answer: Any) -> None:
+        """on_ask returning a set or NaN: a warning is logged and the ack answers None."""
+        harness = connected(protocol="socketio")
+        harness(io.FrameIn(1, "0{\"sid\":\"x\",\"pingInterval\":25000,\"pingTimeout\":5000}"))
+        harness(io.FrameIn(1, "40{\"sid\":\"y\"}"))
+        assert harness(io.Answer(1, 7, answer)) == [("write", 1, "437[]", None)]
+        logs = [e for e in harness.effects if isinstance(e, io.Log)]
+        assert [(log.level, log.event) for log in logs] == [("warning", "ask_answer_unencodable")]
+
+    def test_text_that_is_not_utf8_is_rejected_not_written(self) -> None:
+        """send() of a lone surrogate on a plain WebSocket fails its future with ValueError."""
+        harness = connected()
+        effects = harness(Send("\ud800", "s0"))
+        assert ("reject", "s0", "ValueError") in effects
+        assert not [e for e in effects if e[0] == "write"]
+        assert harness(Send("ok", "s1")) == [("write", 1, "ok", 1)]
+
+
+class TestWrittenAcrossGenerations:
+    """A frame re-sent on a newer connection is settled by that connection's report only."""
+
+    def test_a_late_written_from_the_closed_connection_is_ignored(self) -> None:
+        """A send re-queued onto gen 2 by a Resume is not settled by gen 1's late Written."""
+        harness = connected()
+        harness(Send("a", "s0"))
+        harness(Resume("t-1", "r1"))  # closes gen 1 gracefully; "a" goes back to the queue
+        harness(io.ConnAdmitted(2))
+        assert harness(io.ConnOpened(2, 0.0, 0.0))[-1] == ("write", 2, "a", 0)
+        assert harness(io.FrameWritten(1, 0)) == []
+        assert harness.state().outbox == 1
+        assert harness(io.FrameWritten(2, 0)) == [("resolve", "s0", None)]
+        assert harness.state().outbox == 0

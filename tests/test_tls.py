@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from tls_certs import SelfSigned, make_self_signed
 
 from supervisor import SessionFailed, SessionSpec, Supervisor
 from supervisor._http import TlsOptions, lookup_chainlit_version
+from supervisor._streams import shutdown
 from supervisor.errors import HandshakeError
 
 
@@ -95,3 +98,22 @@ class TestTlsVersionLookup:
             for tls in (TlsOptions(verify=False), TlsOptions(ca_file=str(certs[0].cert_file))):
                 assert lookup_chainlit_version(base, time.monotonic() + 5, tls,
                                                lambda _s: None) == "2"
+
+
+class TestTlsTeardown:
+    """Shutting a TLS connection down never leaves a window for cleartext writes."""
+
+    def test_shutdown_keeps_the_tls_layer(self, tls_echo: HostileServer) -> None:
+        """After the transport's shutdown the socket is still TLS: a late send fails, in TLS."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection(("127.0.0.1", tls_echo.port), timeout=5)
+        with context.wrap_socket(raw) as sock:
+            assert sock.version() is not None
+            shutdown(sock)
+            # ssl.SSLSocket.shutdown would have dropped the TLS object first, so a
+            # send racing it could go out as plain TCP.
+            assert sock.version() is not None
+            with pytest.raises((ssl.SSLError, OSError)):
+                sock.send(b"late")

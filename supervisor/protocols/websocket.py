@@ -46,6 +46,14 @@ class WebSocketCodec:
         if not isinstance(data, str | bytes):
             msg = f"send() takes str or bytes on a plain WebSocket, not {type(data).__name__}"
             raise TypeError(msg)
+        if isinstance(data, str):
+            try:
+                # Checked here, where a refusal is a rejected future: the transport
+                # encodes the frame later, where a lone surrogate would crash the actor.
+                data.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                msg = f"send() text is not valid UTF-8 (a lone surrogate?): {exc.reason}"
+                raise ValueError(msg) from exc
         return [data]
 
     def encode_ack(self, ack_id: int, data: Any) -> Frames:
