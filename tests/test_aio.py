@@ -43,6 +43,14 @@ async def read_into(items: AsyncIterator[Any], seen: list[Any]) -> None:
         seen.append(item)
 
 
+async def read_to_gap(stream: EventStream) -> list[Any]:
+    """The data read before the stream raises ``EventsOverflowed``, then ``("gap", dropped)``."""
+    read: list[Any] = []
+    with pytest.raises(EventsOverflowed) as info:
+        await read_into(stream, read)
+    return [*(item.data for item in read), ("gap", info.value.dropped)]
+
+
 class TestCallbackFuture:
     def test_callback_runs_once_when_settled_in_the_settling_thread(self) -> None:
         """add_done_callback runs fn(future) once, in the thread that settles it."""
@@ -126,11 +134,7 @@ class TestEventStream:
         closed = lifecycle(LifecycleKind.CLOSED)
 
         async def consume(stream: EventStream) -> list[Any]:
-            read: list[Any] = []
-            with pytest.raises(EventsOverflowed) as info:
-                await read_into(stream, read)
-            seen: list[Any] = [item.data for item in read]
-            seen.append(("gap", info.value.dropped))
+            seen = await read_to_gap(stream)
             stream.put(events[0])  # room again: later items follow the gap
             stream.put(closed)
             seen.extend([item async for item in stream])
@@ -146,11 +150,7 @@ class TestEventStream:
         closed = lifecycle(LifecycleKind.CLOSED)
 
         async def consume(stream: EventStream) -> list[Any]:
-            read: list[Any] = []
-            with pytest.raises(EventsOverflowed) as info:
-                await read_into(stream, read)
-            seen: list[Any] = [item.data for item in read]
-            seen.append(("gap", info.value.dropped))
+            seen = await read_to_gap(stream)
             seen.extend([item async for item in stream])
             return seen
 
