@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -68,3 +69,24 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
             msg = f"timed out after {timeout}s waiting for {what}"
             raise TimeoutError(msg)
         time.sleep(0.01)
+
+
+def switch_and_chat(session: Any, threads: list[str], switches: int,
+                    timeout: float) -> tuple[list[float], list[Any]]:
+    """Alternate a Chainlit session between ``threads``: resume, check the server found
+    that thread, chat one turn, check the echo. Returns the resume latencies and turns."""
+    latencies: list[float] = []
+    turns: list[Any] = []
+    for switch in range(switches):
+        thread_id = threads[switch % 2]
+        started = time.monotonic()
+        result = session.resume(thread_id).get(timeout=timeout)
+        latencies.append(time.monotonic() - started)
+        assert result.found is True, result
+        assert result.thread["id"] == thread_id
+        turn = session.chat(f"switch {switch}").get(timeout=timeout)
+        assert turn.text == f"echo: switch {switch}"
+        turns.append(turn)
+    print(f"\nresume latency p50={statistics.median(latencies) * 1000:.1f}ms "
+          f"max={max(latencies) * 1000:.1f}ms over {switches} switches")
+    return latencies, turns

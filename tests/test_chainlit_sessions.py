@@ -8,7 +8,6 @@ writes files into the current directory.
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ if importlib.util.find_spec("chainlit") is None:
     pytest.skip("chainlit is not installed (pip install -e '.[test]')", allow_module_level=True)
 
 from chainlit_app.harness import ChainlitApp
-from support import EventLog
+from support import EventLog, switch_and_chat
 
 from supervisor import (
     ProtocolRefused,
@@ -94,16 +93,9 @@ class TestChainlitSessions:
         threads = [new_thread(app, supervisor, cookies, f"first message {i}") for i in range(2)]
         log = EventLog()
         session = supervisor.open(chainlit_spec(app, cookies, None, on_event=log))
-        latencies = []
-        for switch in range(SWITCHES):
+        _, turns = switch_and_chat(session, threads, SWITCHES, TIMEOUT)
+        for switch, turn in enumerate(turns):
             thread_id = threads[switch % 2]
-            started = time.monotonic()
-            result = session.resume(thread_id).get(timeout=TIMEOUT)
-            latencies.append(time.monotonic() - started)
-            assert result.found is True, result
-            assert result.thread["id"] == thread_id
-            turn = session.chat(f"switch {switch}").get(timeout=TIMEOUT)
-            assert turn.text == f"echo: switch {switch}"
             assert all(step.get("threadId") in (None, thread_id) for step in turn.steps)
         for switch in range(SWITCHES):
             app.wait_persisted(threads[switch % 2],
@@ -111,8 +103,6 @@ class TestChainlitSessions:
         resumed = [e for e in log.events if e.name == "resume_thread"]
         assert [e.data["id"] for e in resumed] == [threads[i % 2] for i in range(SWITCHES)]
         assert all(e.thread_id == e.data["id"] for e in resumed)  # labelled by its connection
-        print(f"\nresume latency p50={statistics.median(latencies) * 1000:.1f}ms "
-              f"max={max(latencies) * 1000:.1f}ms over {SWITCHES} switches")
 
     def test_unknown_thread_gives_not_found(self, app: ChainlitApp,
                                             supervisor: Supervisor) -> None:

@@ -9,7 +9,6 @@ only from ``Authorization``.
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from chainlit_app.harness import ChainlitApp
 from chainlit_app.versions import EXTRA_VERSIONS, ChainlitVersion
-from support import EventLog
+from support import EventLog, switch_and_chat
 
 from supervisor import (
     HandshakeRefused,
@@ -115,16 +114,7 @@ class TestThreads:
         creator.close().get(timeout=TIMEOUT)
         log = EventLog()
         session = supervisor.open(spec(app, cookies, on_event=log))
-        latencies = []
-        for switch in range(SWITCHES):
-            thread_id = threads[switch % 2]
-            started = time.monotonic()
-            result = session.resume(thread_id).get(timeout=TIMEOUT)
-            latencies.append(time.monotonic() - started)
-            assert result.found is True, result
-            assert result.thread["id"] == thread_id
-            turn = session.chat(f"switch {switch}").get(timeout=TIMEOUT)
-            assert turn.text == f"echo: switch {switch}"
+        switch_and_chat(session, threads, SWITCHES, TIMEOUT)
         for switch in range(SWITCHES):
             mine, other = threads[switch % 2], threads[(switch + 1) % 2]
             app.wait_persisted(mine, lambda steps, n=switch: ("user_message",
@@ -133,5 +123,3 @@ class TestThreads:
         resumed = [e for e in log.events if e.name == "resume_thread"]
         assert [e.data["id"] for e in resumed] == [threads[i % 2] for i in range(SWITCHES)]
         assert session.state().restarts == 0
-        print(f"\nresume latency p50={statistics.median(latencies) * 1000:.1f}ms "
-              f"max={max(latencies) * 1000:.1f}ms over {SWITCHES} switches")
