@@ -189,8 +189,10 @@ class SessionActor(pykka.ThreadingActor):
                 self._connections[generation] = conn
                 self._record.connection = conn  # Session.state() reads its inbound backlog
                 spec = self._record.spec
+                # The spec's mappings are read-only already; the redacting processor
+                # copies them only when the event is kept, not on every connect.
                 self._log.debug("connect", generation=generation, url=spec.url,
-                                headers=dict(spec.headers), cookies=dict(spec.cookies))
+                                headers=spec.headers, cookies=spec.cookies)
                 conn.start()
             case io.CloseConnection(generation, last_frames):
                 if (conn := self._connections.get(generation)) is not None:
