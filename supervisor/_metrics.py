@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from supervisor.messages import Lifecycle, LifecycleKind, SessionStatus
+from supervisor.policy import BUDGET_EXHAUSTED
 
 if TYPE_CHECKING:
     from supervisor._admission import Admission
@@ -34,9 +35,6 @@ MetricKind = Literal["gauge", "counter", "histogram"]
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Histogram bounds in seconds: from a loopback handshake to a connect timeout."""
-
-BUDGET_EXHAUSTED = "restart budget exhausted"
-"""How the supervisor's reason for a session failed by its restart budget begins."""
 
 CRASH = "crash"
 """The restart reason of a session whose actor crashed (no connection loss came first)."""

@@ -21,7 +21,7 @@ from supervisor._session_actor import SessionActor
 from supervisor._timer import Scheduler
 from supervisor.errors import SessionCrashed, SupervisorStopped
 from supervisor.messages import SessionStatus
-from supervisor.policy import RestartBudget, RestartPolicy
+from supervisor.policy import BUDGET_EXHAUSTED, RestartBudget, RestartPolicy
 
 _log = get_logger("supervisor.supervisor")
 
@@ -160,7 +160,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _budget_exhausted(self, error: BaseException | None) -> str:
         last = "" if error is None else f"; last error: {type(error).__name__}: {error}"
-        return (f"restart budget exhausted: {self._policy.max_restarts} restarts "
+        return (f"{BUDGET_EXHAUSTED}: {self._policy.max_restarts} restarts "
                 f"within {self._policy.restart_window:g}s{last}")
 
     def _on_ended(self, session_id: str, reason: str | None) -> None:

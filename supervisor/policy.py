@@ -104,6 +104,11 @@ def _describe(error: BaseException | None, *, clean: bool) -> str:
     return "closed normally by the server" if clean else "connection lost"
 
 
+BUDGET_EXHAUSTED = "restart budget exhausted"
+"""How the reason of a session failed by its restart budget begins (metrics and health
+recognise it by this)."""
+
+
 class RestartBudget:
     """Counts one session's restarts within a sliding window (internal)."""
 

@@ -24,7 +24,6 @@ from target_process import TargetProcess
 
 from supervisor import Lifecycle, LifecycleKind, SessionSpec, SessionStatus, Supervisor
 from supervisor._metrics import (
-    BUDGET_EXHAUSTED,
     METRICS,
     Histogram,
     MetricsSample,
@@ -34,6 +33,7 @@ from supervisor._metrics import (
 from supervisor._supervisor_actor import Adopt
 from supervisor.errors import SessionClosed
 from supervisor.health import HealthThresholds, assess
+from supervisor.policy import BUDGET_EXHAUSTED
 from supervisor.prometheus import SupervisorCollector
 
 TIMEOUT = 15.0

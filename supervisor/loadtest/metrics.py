@@ -95,7 +95,8 @@ def summarize(histogram: HdrHistogram) -> dict[str, Any]:
     return summary
 
 
-def _p50_p99(histogram: HdrHistogram) -> dict[str, float | None]:
+def p50_p99(histogram: HdrHistogram) -> dict[str, float | None]:
+    """The median and p99 in milliseconds (None without samples), for per-interval series."""
     if not histogram.get_total_count():
         return {"p50": None, "p99": None}
     values = histogram.get_percentile_to_value_dict([50.0, 99.0])
@@ -371,7 +372,7 @@ class Metrics:
                                   "length_s": round(length, 3), "active_sessions": active}
         record.update(delta)
         record["errors_by_kind"] = by_kind
-        record["latency_ms"] = {name: _p50_p99(histogram) for name, histogram in finished.items()}
+        record["latency_ms"] = {name: p50_p99(histogram) for name, histogram in finished.items()}
         for histogram in finished.values():
             histogram.reset()
         with self._lock:

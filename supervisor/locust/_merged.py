@@ -25,6 +25,7 @@ from supervisor.loadtest.metrics import (
     Metrics,
     Snapshot,
     new_histogram,
+    p50_p99,
     summarize,
 )
 from supervisor.locust._payload import Ledger
@@ -75,11 +76,8 @@ class MergedMetrics(Metrics):
     # --- reading ----------------------------------------------------------------
 
     def latencies(self) -> dict[str, dict[str, Any]]:
-        with self._merge_lock:
-            merged = {name: new_histogram() for name in LATENCIES}
-            for name, histogram in self._run.items():
-                merged[name].add(histogram)
-        return {name: summarize(histogram) for name, histogram in merged.items()}
+        return {name: summarize(histogram)
+                for name, histogram in self.merged_histograms().items()}
 
     def merged_histograms(self) -> dict[str, HdrHistogram]:
         """Copies of the run's merged histograms (for checks and tools)."""
@@ -95,9 +93,7 @@ class MergedMetrics(Metrics):
             self._interval = {name: new_histogram() for name in INTERVAL_LATENCIES}
         record = super().roll()
         record["active_sessions"] = self.connected_now()
-        figures = {name: summarize(histogram) for name, histogram in finished.items()}
-        record["latency_ms"] = {name: {"p50": item["p50"], "p99": item["p99"]}
-                                for name, item in figures.items()}
+        record["latency_ms"] = {name: p50_p99(histogram) for name, histogram in finished.items()}
         return record
 
     def session_figures(self) -> dict[str, int]:

@@ -47,23 +47,22 @@ def add_options(parser: Any) -> None:
     Added to the parser itself, not a group: only Locust's own ``add_argument``
     knows ``is_secret`` (the web UI hides such a value).
     """
-    group = parser
     for name in SHARED:
         option = BY_DEST[name.replace("-", "_")]
         shown = (f"{option.default:g}" if isinstance(option.default, float)
                  else str(option.default))
         extra: dict[str, Any] = {"is_secret": True} if name == "jwt-secret" else {}
         if option.flag:
-            group.add_argument(f"--{name}", dest=option.dest, default=None,
+            parser.add_argument(f"--{name}", dest=option.dest, default=None,
                                action=argparse.BooleanOptionalAction,
                                help=option.help.replace("%(default)s", shown))
         else:
-            group.add_argument(f"--{name}", dest=option.dest, default=None,
+            parser.add_argument(f"--{name}", dest=option.dest, default=None,
                                metavar=option.metavar,
                                help=option.help.replace("%(default)s", shown), **extra)
     for name, ours in REPORTS.items():
         option = BY_DEST[ours]
-        group.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
+        parser.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
                            metavar="PATH", help=f"{option.help} (the chat metrics of every "
                            "worker, merged; written by the master)")
 

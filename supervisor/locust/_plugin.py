@@ -31,7 +31,13 @@ from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRun
 
 from supervisor.loadtest.metrics import Metrics
 from supervisor.loadtest.progress import Progress
-from supervisor.loadtest.report import RunFacts, build_report, write_json, write_reports
+from supervisor.loadtest.report import (
+    EXIT_USAGE,
+    RunFacts,
+    build_report,
+    write_json,
+    write_reports,
+)
 from supervisor.loadtest.values import ConfigError
 from supervisor.locust._engine import drop_engine, engine_for
 from supervisor.locust._merged import MergedMetrics
@@ -90,7 +96,7 @@ def _check_settings(environment: Any) -> None:
         report_settings(environment)
     except ConfigError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def report_settings(environment: Any) -> RunSettings | None:

@@ -169,7 +169,9 @@ class _Run:
                 child.wait(max(0.1, end - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
-                child.wait(5.0)
+                # Stuck even after SIGKILL (uninterruptible sleep): stop the others all the same.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(5.0)
 
     def _conclude(self, status: int | None) -> int:
         from supervisor.loadtest.progress import summary  # noqa: PLC0415 - rich, only now
