@@ -101,16 +101,21 @@ class TestCallbackFuture:
             async def tick() -> None:
                 while True:
                     ticks.append(time.monotonic())
+                    if len(ticks) == 10:  # the loop ran while the future was awaited
+                        threading.Thread(target=resolve, args=(future, "done")).start()
                     await asyncio.sleep(0.005)
 
             ticker = asyncio.create_task(tick())
-            threading.Timer(0.2, resolve, args=(future, "done")).start()
+            # Bounds the test if awaiting froze the loop: the ticker would never get to 10.
+            fallback = threading.Timer(TIMEOUT, resolve, args=(future, "loop frozen"))
+            fallback.start()
             value = await future
+            fallback.cancel()
             ticker.cancel()
             return value
 
-        assert asyncio.run(main()) == "done"
-        assert len(ticks) >= 10  # pykka's own __await__ would have frozen the ticker
+        assert asyncio.run(main()) == "done"  # pykka's own __await__ would freeze the ticker
+        assert len(ticks) >= 10
 
 
 class TestEventStream:
@@ -124,6 +129,7 @@ class TestEventStream:
             producer = threading.Thread(target=lambda: [stream.put(i) for i in items])
             producer.start()
             await asyncio.get_running_loop().run_in_executor(None, producer.join, 5)
+            assert not producer.is_alive(), "the producer did not finish"
             return await consume(stream)
 
         return asyncio.run(main()), sum(dropped)
@@ -175,8 +181,11 @@ class TestEventStream:
 
         async def main() -> Any:
             stream = EventStream(asyncio.get_running_loop(), 4, lambda _n: None)
-            threading.Timer(0.05, stream.put, args=(lifecycle(LifecycleKind.LOST),)).start()
-            return await asyncio.wait_for(anext(stream), TIMEOUT)
+            waiting = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0)  # the iterator is now parked on the empty buffer
+            assert not waiting.done()
+            threading.Thread(target=stream.put, args=(lifecycle(LifecycleKind.LOST),)).start()
+            return await asyncio.wait_for(waiting, TIMEOUT)
 
         assert asyncio.run(main()).kind is LifecycleKind.LOST
 

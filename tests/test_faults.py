@@ -39,6 +39,7 @@ from supervisor.errors import (
     HandshakeError,
     HandshakeRedirected,
     HandshakeRefused,
+    SupervisorError,
     SupervisorStopped,
 )
 from supervisor.messages import Send
@@ -274,7 +275,7 @@ class TestStalledPeer:
         assert close_took < 3
         assert stop_took < 5
         assert not sup._ref.is_alive()
-        assert all(o is None or isinstance(o, Exception) for o in outcomes)
+        assert all(o is None or isinstance(o, SupervisorError) for o in outcomes), outcomes
 
 
 @pytest.mark.concurrency
@@ -744,15 +745,21 @@ class TestVersionLookup:
 
     def test_lookup_bounds_the_response_head(self) -> None:
         """An endless response head is refused past its bound, well before the deadline."""
+        stop = threading.Event()
+
         def endless(peer: Peer) -> None:
             peer.read_request()
             peer.sock.sendall(b"HTTP/1.1 200 OK\r\n")
-            while True:
+            while not stop.is_set():
                 peer.sock.sendall(b"X-Junk: " + b"j" * 1000 + b"\r\n")
 
-        with HostileServer(endless) as server, pytest.raises(HandshakeError, match="head over"):
-            lookup_chainlit_version(server.url("http"), time.monotonic() + 10, TlsOptions(),
-                                    lambda _s: None)
+        try:
+            with HostileServer(endless) as server, \
+                    pytest.raises(HandshakeError, match="head over"):
+                lookup_chainlit_version(server.url("http"), time.monotonic() + 10,
+                                        TlsOptions(), lambda _s: None)
+        finally:
+            stop.set()
 
     @pytest.mark.parametrize("status", [b"\xb2\xb2\xb2", b"2000", b"20", b"+20"],
                              ids=["superscript", "four-digits", "two-digits", "sign"])
