@@ -324,10 +324,10 @@ def same_origin_target(current: str, location: str) -> str | None:
     """
     if not location or any(ord(char) < 33 or 127 <= ord(char) < 160 for char in location):
         return None
-    parts = urlsplit(urljoin(current, location))
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme.lower())
-    target = urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
-    try:
+    try:  # the Location is the server's: a malformed one is not same-origin, never a crash
+        parts = urlsplit(urljoin(current, location))
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme.lower())
+        target = urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
         if Origin.of(target) != Origin.of(current):
             return None
     except ValueError:

@@ -194,6 +194,7 @@ class TestRedirects:
     ("ws://h/a", "/b\r\nX-Evil: 1", None),      # header injection
     ("ws://h/a", "/b\x85", None),               # C1 control
     ("ws://h/a", "", None),
+    ("ws://h/a", "http://[bad/x", None),       # unparsable: refused, not raised
 ])
 def test_same_origin_target(current: str, location: str, expected: str | None) -> None:
     """A redirect is followable only within the same scheme, host and port."""
