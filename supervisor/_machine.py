@@ -247,9 +247,7 @@ class SessionMachine(MachineBase):
         """
         state = self._state
         if isinstance(state, Connecting) and state.attempt.generation == generation:
-            timeout = self._spec.connect_timeout
-            state.attempt.deadline = self._now + timeout
-            self._emit(io.StartTimer(timeout, io.HandshakeDeadline(generation)))
+            self._emit(io.StartTimer(self._spec.connect_timeout, io.HandshakeDeadline(generation)))
 
     def _on_opened(self, opened: io.ConnOpened) -> None:
         state = self._state

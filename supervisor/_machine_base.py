@@ -156,7 +156,7 @@ class MachineBase:
     # --- deadlines -------------------------------------------------------------------
 
     def _deadline(self, command: Resume | Outgoing, default: float) -> float:
-        timeout = default if command.timeout is None else command.timeout
+        timeout = _timeout_of(command, default)
         start = self._now if command.issued_at is None else min(command.issued_at, self._now)
         return start + timeout
 

@@ -25,8 +25,6 @@ class Attempt:
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds per handshake phase so far (``Lifecycle.timings``)."""
     phase_mark: float = 0.0
-    deadline: float | None = None
-    """When ``connect_timeout`` runs out (set on admission: queueing does not count)."""
 
 
 @dataclass(slots=True)

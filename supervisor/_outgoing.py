@@ -71,7 +71,7 @@ class Outbox:
 
     def has_room(self) -> bool:
         """The bound counts everything not yet written, so a stalled peer fills it (hostile)."""
-        return len(self.queued) + self.unwritten() < self.limit
+        return len(self) < self.limit
 
     def sent(self, pending: Pending, generation: int) -> None:
         """``pending`` was handed to the live connection, ``generation``."""

@@ -6,7 +6,6 @@ the actor can drop the reports of a connection it has let go of.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,7 +58,6 @@ class Opened:
 
     generation: int
     connection: Connection
-    response_headers: Mapping[str, str]
     admitted_at: float
     """``time.monotonic()`` when admission control let the handshake start."""
     opened_at: float

@@ -116,7 +116,7 @@ class SessionActor(pykka.ThreadingActor):
                 self._unhandled.clear()
             case Admitted(generation):
                 self._feed(io.ConnAdmitted(generation))
-            case Opened(generation, connection, _, admitted_at, opened_at):
+            case Opened(generation, connection, admitted_at, opened_at):
                 if self._connections.get(generation) is not connection:
                     connection.abort()  # not ours (any more)
                     return

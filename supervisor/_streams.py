@@ -73,10 +73,16 @@ class Streams:
 
     def consumed(self, nbytes: int) -> None:
         """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back."""
+        opts = self._options
         with self._lock:
+            # Only a reader stopped on a full backlog waits for credit: wake it then, not
+            # on every frame (the writer waits on the same condition).
+            full = (self._backlog_frames >= opts.inbound_max_frames
+                    or self._backlog_bytes >= opts.inbound_max_bytes)
             self._backlog_frames = max(0, self._backlog_frames - 1)
             self._backlog_bytes = max(0, self._backlog_bytes - nbytes)
-            self._changed.notify_all()
+            if full:
+                self._changed.notify_all()
 
     @property
     def inbound_backlog(self) -> int:
@@ -87,11 +93,6 @@ class Streams:
     def inbound_backlog_bytes(self) -> int:
         """Bytes (``len`` of each frame's data) reported and not yet consumed."""
         return self._backlog_bytes
-
-    @property
-    def write_backlog_bytes(self) -> int:
-        """Bytes queued for the writer and not yet written."""
-        return self._write_bytes
 
     def _enqueue(self, data: bytes, token: object | None) -> None:
         written = False

@@ -193,7 +193,7 @@ class Connection(Streams):
 
     def _run(self) -> None:
         try:
-            sock, headers, secure = self._open()
+            sock, secure = self._open()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
             with self._lock:
                 leftover, self._sock = self._sock, None
@@ -226,11 +226,10 @@ class Connection(Streams):
                 self._fd_nonblocking = not os.get_blocking(self._raw_fd)
             if self._writes:
                 self._kick()
-        self._report(Opened(self.generation, self, headers, self._admitted_at,
-                            time.monotonic()))
+        self._report(Opened(self.generation, self, self._admitted_at, time.monotonic()))
         self._read_loop(sock)
 
-    def _open(self) -> tuple[socket.socket, dict[str, str], bool]:
+    def _open(self) -> tuple[socket.socket, bool]:
         try:
             self._admission.acquire(self._cancelled)
         except AdmissionCancelled:
@@ -272,7 +271,7 @@ class Connection(Streams):
         # TLS stays in timeout mode (non-blocking underneath) so the writer's
         # partial writes never block; the reader resumes after each tick.
         sock.settimeout(self._options.write_timeout)
-        return sock, dict(ws.getheaders() or {}), Origin.of(url).secure
+        return sock, Origin.of(url).secure
 
     def _upgrade(self, url: str, headers: tuple[tuple[str, str], ...], cookie: str | None,
                  deadline: float) -> websocket.WebSocket | None:
