@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chainlit_app.harness import free_port
 from hdrh.histogram import HdrHistogram
 from support import wait_until
 from target_process import TargetProcess
@@ -38,13 +38,6 @@ def target() -> Iterator[TargetProcess]:
     """The embedded target in its own process, shared by this module's runs."""
     with TargetProcess("--reply-tokens", "3") as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def spawn(args: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None

@@ -8,7 +8,6 @@ handshake log is the independent count. Marked ``concurrency`` where sessions ru
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chainlit_app.harness import free_port
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import fast_policy, wait_until
@@ -258,9 +258,7 @@ class TestCollector:
 
     def test_exhausted_budget_is_counted_and_unhealthy(self) -> None:
         """A session whose server is gone fails by budget; metrics and health say so."""
-        with socket.socket() as probe:  # a port that refuses: nothing listens on it
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()  # a port that refuses: nothing listens on it
         with Supervisor.start(fast_policy(max_restarts=1)) as sup:
             session = sup.open(SessionSpec(url=f"ws://127.0.0.1:{port}/", connect_timeout=5))
             wait_until(lambda: session.state().status is SessionStatus.FAILED, TIMEOUT, "failure")
@@ -274,9 +272,7 @@ class TestCollector:
 
     def test_closing_a_failed_session_forgets_it(self) -> None:
         """Closing a session failed by its budget empties the failed gauge; health recovers."""
-        with socket.socket() as probe:  # a port that refuses: nothing listens on it
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()  # a port that refuses: nothing listens on it
         with Supervisor.start(fast_policy(max_restarts=1)) as sup:
             session = sup.open(SessionSpec(url=f"ws://127.0.0.1:{port}/", connect_timeout=5))
             wait_until(lambda: session.state().status is SessionStatus.FAILED, TIMEOUT, "failure")

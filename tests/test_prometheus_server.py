@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chainlit_app.harness import free_port
 from prometheus_client import CollectorRegistry, start_http_server
 from support import fast_policy
 from target_process import TargetProcess
@@ -28,13 +28,6 @@ from supervisor.prometheus import SupervisorCollector
 
 TIMEOUT = 60.0
 PROMETHEUS = shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def query(api: str, expression: str) -> list[dict[str, Any]]:
