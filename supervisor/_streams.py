@@ -1,18 +1,30 @@
-"""The open connection's streams: the bounded write buffer and writer, the reader (internal).
+"""The open connection's streams, served by the shared reactor (internal).
 
 ``Connection`` (``_transport``) opens the socket and owns the lifecycle; this
-base class holds what runs once it is open. Writes go out at once when the
-socket takes them, else through a writer thread started on first need and
-bounded by ``write_timeout``; the reader stops reading while the session has
-``inbound_max_frames``/``inbound_max_bytes`` unconsumed, and refuses a message
-over ``max_message_bytes`` on its header. Threads become greenlets under gevent.
+base class holds what runs once it is open, with no thread of its own:
+
+* reading: the process-wide loop (``_reactor``) reads the non-blocking socket,
+  one large ``recv`` per readiness, into a sans-IO decoder (``_frames``); each
+  message becomes a ``Received`` report. While the session has
+  ``inbound_max_frames``/``inbound_max_bytes`` unconsumed the socket is not
+  watched for reading (TCP pushes back) until ``consumed()`` gives credit back;
+  a message over ``max_message_bytes`` is refused on its header.
+* writing: ``send()`` writes plain TCP at once, non-blocking, in the caller's
+  thread; what does not fit (and everything on TLS, whose state must not be
+  touched by two threads) waits in a bounded buffer that the loop writes as the
+  socket becomes writable; a frame not written within ``write_timeout`` ends
+  the connection as broken (a timer in the loop).
+* ending: the loop alone ends the connection and closes the socket, once, and
+  reports ``Ended`` after every ``Written`` of the connection.
+
+The attributes after ``_lock`` are guarded by it; those marked "loop" are
+touched by the loop thread only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import ssl
 import threading
@@ -21,25 +33,40 @@ from collections import deque
 from collections.abc import Callable
 
 import websocket
-from websocket._socket import recv as websocket_recv
 
 from supervisor import _wsclient as wsc
+from supervisor._frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameDecoder,
+    FrameTooBig,
+    ProtocolViolation,
+)
+from supervisor._reactor import READ, WRITE, reactor
 from supervisor._reports import Ended, Received, Report, TransportOptions, Written
 from supervisor.errors import ConnectionLost, MessageTooBig
 from supervisor.protocols.base import Codec
 
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
-_WRITE_CHUNK = 64 * 1024
+READ_CHUNK = 64 * 1024
+"""Bytes asked of the socket per readiness: many frames per system call."""
+_TLS_WRITE_CHUNK = 16 * 1024
+"""Bytes handed to one TLS write (one record): a retry after WANT_WRITE repeats it."""
 OP = websocket.ABNF
 SHUTDOWN = object()
 """Write-queue marker: everything before it is written; shut the socket down."""
+_EOF = "the server closed the TCP connection without a close frame"
+
+Pending = bytes | memoryview | object
+"""A write-queue entry: the bytes still to write of one frame, or ``SHUTDOWN``."""
 
 
 class Streams:
-    """Internal: the write buffer, the writer thread and the reader loop of one connection.
+    """Internal: the write buffer, reading and ending of one open connection (a reactor handler).
 
-    The attributes are set by ``Connection.__init__``; those after ``_lock`` are
-    guarded by it.
+    The attributes are set by ``Connection.__init__``.
     """
 
     generation: int
@@ -47,24 +74,69 @@ class Streams:
     _report: Callable[[Report], None]
     _options: TransportOptions
     _lock: threading.RLock
-    _changed: threading.Condition
-    _writes: deque[tuple[bytes | object, object | None]]
+    _writes: deque[tuple[Pending, object | None]]
     _write_bytes: int
+    _write_deadline: float | None
+    """When the frame at the head of ``_writes`` must be written by."""
+    _head_started: bool
+    """Part of the head frame is on the wire: a close must not cut it."""
     _backlog_frames: int
     _backlog_bytes: int
+    _paused: bool
+    """Not read for want of credit; ``consumed()`` wakes the loop."""
     _sock: socket.socket | None
-    _ws: websocket.WebSocket | None
     _live: socket.socket | None
     _raw_fd: int
-    _fd_nonblocking: bool
-    _writer: threading.Thread | None
-    _sock_users: int
-    _close_watch: int | None
-    _writing: bool
+    """The plain-TCP descriptor the caller may write at once; -1 on TLS or once ended."""
+    _shut: bool
+    """Our close is written and the socket shut down: nothing more to do but end."""
     _by_us: bool
     _over: bool
     _error: Exception | None
+    """A failure that ends the connection at once (a write, the write bound)."""
     _cancelled: threading.Event
+    # --- loop only
+    _decoder: FrameDecoder | None
+    _fd: int
+    _tls: bool
+    _attached: bool
+    _reading: bool
+    _end_error: Exception | None
+    """Why reading stopped (set before the close frame that says so is written)."""
+    _clean: bool
+    _timer_at: float | None
+    _tls_read_wants_write: bool
+    _tls_write_wants_read: bool
+    _ended: bool
+
+    def _init_streams(self) -> None:
+        """The streams' part of ``__init__`` (lock and options set already)."""
+        self._writes = deque()
+        self._write_bytes = 0
+        self._write_deadline = None
+        self._head_started = False
+        self._backlog_frames = 0
+        self._backlog_bytes = 0
+        self._paused = False
+        self._live = None
+        self._raw_fd = -1
+        self._shut = False
+        self._by_us = False
+        self._over = False
+        self._error = None
+        self._decoder = None
+        self._fd = -1
+        self._tls = False
+        self._attached = False
+        self._reading = True
+        self._end_error = None
+        self._clean = False
+        self._timer_at = None
+        self._tls_read_wants_write = False
+        self._tls_write_wants_read = False
+        self._ended = False
+
+    # --- the driver's side (any thread; never blocks, never raises) ------------------
 
     def send(self, frame: str | bytes, token: object | None = None) -> None:
         """Queue one frame; ``Written(generation, token)`` follows once it is written."""
@@ -73,16 +145,14 @@ class Streams:
 
     def consumed(self, nbytes: int) -> None:
         """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back."""
-        opts = self._options
         with self._lock:
-            # Only a reader stopped on a full backlog waits for credit: wake it then, not
-            # on every frame (the writer waits on the same condition).
-            full = (self._backlog_frames >= opts.inbound_max_frames
-                    or self._backlog_bytes >= opts.inbound_max_bytes)
             self._backlog_frames = max(0, self._backlog_frames - 1)
             self._backlog_bytes = max(0, self._backlog_bytes - nbytes)
-            if full:
-                self._changed.notify_all()
+            resume = self._paused and self._has_credit()
+            if resume:
+                self._paused = False
+        if resume:
+            reactor().poke(self)  # only a paused connection costs a wake-up
 
     @property
     def inbound_backlog(self) -> int:
@@ -94,197 +164,216 @@ class Streams:
         """Bytes (``len`` of each frame's data) reported and not yet consumed."""
         return self._backlog_bytes
 
+    def _has_credit(self) -> bool:
+        options = self._options
+        return (self._backlog_frames < options.inbound_max_frames
+                and self._backlog_bytes < options.inbound_max_bytes)
+
     def _enqueue(self, data: bytes, token: object | None) -> None:
-        written = False
+        written = overflow = wake = False
         with self._lock:
-            if self._by_us or self._over or self._error is not None:
+            writes = self._writes
+            if self._by_us or self._over or self._error is not None \
+                    or (writes and writes[-1][0] is SHUTDOWN):
                 return  # the connection is ending; the driver hears it from Ended
-            if self._write_bytes + len(data) > self._options.write_buffer_bytes \
-                    and self._writes:
+            if writes and self._write_bytes + len(data) > self._options.write_buffer_bytes:
                 overflow = True
             else:
-                overflow = False
-                if self._raw_fd >= 0 and not self._writes and not self._writing:
+                done = 0
+                if self._raw_fd >= 0 and not writes:
                     # Fast path: a non-blocking write of what the socket takes now,
                     # under the lock, so no other write and no close interleaves.
-                    done = self._write_now(data)
+                    done = _write_now(self._raw_fd, data)
                     written = done == len(data)
-                    data = data[done:]
                 if not written:
-                    self._writes.append((data, token))
-                    self._write_bytes += len(data)
-                    self._kick()
+                    if not writes:
+                        self._write_deadline = time.monotonic() + self._options.write_timeout
+                        self._head_started = done > 0
+                    writes.append((memoryview(data)[done:] if done else data, token))
+                    self._write_bytes += len(data) - done
+                    wake = self._live is not None
         if overflow:
             self._fail(ConnectionLost(
                 f"write buffer over {self._options.write_buffer_bytes} bytes: "
                 "the server is not reading"))
-        if written and token is not None:
+        elif written and token is not None:
             self._report(Written(self.generation, token))
-
-    def _write_now(self, data: bytes | memoryview) -> int:
-        """Bytes of ``data`` written to the plain-TCP socket without blocking."""
-        try:
-            if self._fd_nonblocking:
-                return os.write(self._raw_fd, data)
-            assert self._live is not None
-            return self._live.send(data, socket.MSG_DONTWAIT)
-        except OSError:
-            return 0  # full (BlockingIOError), or broken: the writer meets it and reports it
-
-    def _kick(self) -> None:
-        """Wake the writer, or start it; lock held.
-
-        Started under the lock so ``_finish`` never sees a writer it cannot
-        join; the new thread waits for the lock, so this cannot deadlock.
-        """
-        if self._live is None:
-            return  # not open yet: started once the upgrade succeeded
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, args=(self._live,),
-                                            daemon=True, name=f"ws-gen{self.generation}-writer")
-            self._sock_users += 1
-            self._writer.start()
-        else:
-            self._changed.notify_all()
+        elif wake:
+            reactor().poke(self)
 
     def _fail(self, error: Exception) -> None:
-        """A write failed: the reader ends the connection and reports ``error``."""
+        """End the connection with ``error`` (the loop does it, soon)."""
         with self._lock:
             if self._error is None:
                 self._error = error
-            self._changed.notify_all()
-        self._shutdown_current()
+            live = self._live is not None
+        if live:
+            reactor().poke(self)
+        else:
+            self._shutdown_current()
 
     def _shutdown_current(self) -> bool:
         """Shut down whichever socket is live now; False if there is none yet."""
         with self._lock:
             sock = self._sock
-            ws = self._ws
+            ws = getattr(self, "_ws", None)
         if sock is None and ws is not None:
             sock = ws.sock  # set by websocket-client once TCP (and TLS) are up
         shutdown(sock)
         return sock is not None
 
-    def _write_loop(self, sock: socket.socket) -> None:
-        try:
-            self._write_frames(sock)
-        finally:
-            self._release(sock)
+    def _drop_unstarted(self) -> None:
+        """Drop queued frames not yet on the wire (lock held); a started one finishes."""
+        writes = self._writes
+        if writes and self._head_started:
+            head = writes[0]
+            writes.clear()
+            writes.append(head)
+            self._write_bytes = len(head[0]) if isinstance(head[0], bytes | memoryview) else 0
+        else:
+            writes.clear()
+            self._write_bytes = 0
+            self._write_deadline = None
 
-    def _write_frames(self, sock: socket.socket) -> None:
-        while True:
-            with self._lock:
-                self._writing = False
-                while not self._writes and not self._writer_done():
-                    self._changed.wait()
-                if self._writer_done():
-                    return
-                data, token = self._writes.popleft()
-                if isinstance(data, bytes):
-                    self._write_bytes -= len(data)
-                    self._writing = True
-            if not isinstance(data, bytes):  # SHUTDOWN: the close frame is out
-                shutdown(sock)
-                return
-            try:
-                self._write(sock, data)
-            except Exception as exc:  # noqa: BLE001 - any write failure breaks the connection
-                error = exc if isinstance(exc, ConnectionLost) else \
-                    ConnectionLost(f"write failed: {exc or type(exc).__name__}")
-                if error is not exc:
-                    error.__cause__ = exc
-                self._fail(error)
-                return
-            if token is not None:
-                self._report(Written(self.generation, token))
+    # --- the loop's side (Handler) --------------------------------------------------------
 
-    def _writer_done(self) -> bool:
-        # Once the reader is over, only a close frame it queued is still written.
-        return (self._error is not None or self._cancelled.is_set()
-                or (self._over and not self._writes))
-
-    def _write(self, sock: socket.socket, data: bytes) -> None:
-        """Write ``data`` within ``write_timeout``: wait for room, write what fits, repeat."""
-        timeout = self._options.write_timeout
-        deadline = time.monotonic() + timeout
-        view = memoryview(data)
-        sent = 0
+    def _go_live(self, sock: socket.socket, secure: bool) -> None:
+        """The upgrade succeeded: from the next poke on, the loop reads, writes and ends it."""
+        sock.setblocking(False)  # gevent: the descriptor is non-blocking underneath already
         with self._lock:
-            plain, nonblocking = self._raw_fd >= 0, self._fd_nonblocking
-        poller = select.poll()  # gevent patches it; select() would fail past fd 1024
-        poller.register(sock.fileno(), select.POLLOUT)
-        while sent < len(view):
-            if self._cancelled.is_set():
-                msg = "aborted while writing"
-                raise ConnectionLost(msg)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                msg = (f"write stalled: {len(view) - sent} of {len(view)} bytes not written "
-                       f"within {timeout:g}s (write_timeout); the server is not reading")
-                raise ConnectionLost(msg)
-            if not poller.poll(left * 1000):
-                continue
-            chunk = view[sent:sent + _WRITE_CHUNK]
-            with contextlib.suppress(BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
-                if not plain:
-                    sent += sock.send(chunk)  # TLS, in timeout mode
-                elif nonblocking:
-                    sent += os.write(sock.fileno(), chunk)
-                else:
-                    sent += sock.send(chunk, socket.MSG_DONTWAIT)
+            self._live = self._sock = sock
+            self._fd = sock.fileno()
+            self._tls = secure
+            if not secure:
+                self._raw_fd = self._fd
+            self._decoder = FrameDecoder(self._options.max_message_bytes)
 
-    def _read_loop(self, sock: socket.socket) -> None:
-        reader = wsc.BoundedFrameBuffer(lambda size: websocket_recv(sock, size),
-                                        self._options.max_message_bytes)
-        self._install(reader)
-        assembler = wsc.Assembler()
-        error: Exception | None = None
-        clean = False
-        try:
-            while True:
-                self._await_credit()
-                if self._error is not None:
-                    break  # the writer failed; it set the error Ended reports
-                reader.held = assembler.held
-                try:
-                    frame = reader.recv_frame()
-                except websocket.WebSocketTimeoutException:
-                    if self._cancelled.is_set():
-                        break
-                    continue  # idle past one socket tick; the frame state is kept
-                if frame.opcode == OP.OPCODE_CLOSE:
-                    code = wsc.close_code(frame.data)
-                    clean = code in CLEAN_CLOSE_CODES
-                    if not clean:
-                        error = ConnectionLost(f"server closed the connection with code {code}")
-                    self._close_with(code if clean else wsc.CLOSE_NORMAL)
-                    break
-                if frame.opcode == OP.OPCODE_PING:
-                    self._enqueue(wsc.frame_bytes(frame.data, OP.OPCODE_PONG), None)
-                elif frame.opcode != OP.OPCODE_PONG \
-                        and (message := assembler.feed(frame)) is not None:
-                    self._dispatch(*message)
-        except wsc.FrameTooBig as exc:
-            error = MessageTooBig(exc.announced, exc.limit)
-            self._close_with(wsc.CLOSE_TOO_BIG)
-        except websocket.WebSocketProtocolException as exc:
-            error = ConnectionLost(f"protocol violation by the server: {exc}")
-            self._close_with(wsc.CLOSE_PROTOCOL_ERROR)
-        except websocket.WebSocketConnectionClosedException:
-            error = ConnectionLost("the server closed the TCP connection without a close frame")
-        except Exception as exc:  # noqa: BLE001 - every way a read ends is reported
-            error = ConnectionLost(f"connection lost: {exc or type(exc).__name__}")
-            error.__cause__ = exc
-        self._finish(sock, error, clean=clean)
+    def poked(self) -> None:
+        if self._ended:
+            return
+        if not self._attached:
+            self._attached = True
+            with self._lock:
+                if self._writes:  # queued before the socket was handed over
+                    self._write_deadline = time.monotonic() + self._options.write_timeout
+        # Credit came back, a write was queued, or we are closing: look at everything.
+        self.ready(READ | WRITE)
 
-    def _install(self, reader: wsc.BoundedFrameBuffer) -> None:
-        """Make ``reader`` websocket-client's frame reader too (one per connection, not two)."""
-        if self._ws is not None:
-            self._ws.frame_buffer = reader
+    def ready(self, events: int) -> None:
+        if self._ended:
+            return
+        if events & WRITE or self._tls_write_wants_read:
+            self._tls_write_wants_read = False
+            self._flush()
+        if events & READ or self._tls_read_wants_write:
+            self._tls_read_wants_write = False
+            self._read()
+        self._settle()
+
+    def timer(self, now: float) -> None:
+        self._timer_at = None
+        if self._ended:
+            return
+        with self._lock:
+            deadline = self._write_deadline
+            left = sum(len(data) for data, _ in self._writes
+                       if isinstance(data, bytes | memoryview))
+            if deadline is not None and deadline <= now and self._error is None:
+                timeout = self._options.write_timeout
+                self._error = ConnectionLost(
+                    f"write stalled: {left} bytes not written within {timeout:g}s "
+                    "(write_timeout); the server is not reading")
+        self._settle()
+
+    def crashed(self, error: BaseException) -> None:
+        if self._end_error is None:
+            self._end_error = ConnectionLost(f"transport failed: {error!r}")
+        self._end()
+
+    def _settle(self) -> None:
+        """End the connection if it is over; else watch what it waits for."""
+        with self._lock:
+            end = (self._error is not None or self._shut or self._cancelled.is_set()
+                   or (not self._reading and not self._writes))
+            deadline = self._write_deadline if self._writes else None
+            events = WRITE if self._writes else 0
+            if self._reading and (not self._paused or self._by_us):
+                events |= READ
+        if end:
+            self._end()
+            return
+        if self._tls_read_wants_write:
+            events |= WRITE
+        if self._tls_write_wants_read:
+            events |= READ
+        loop = reactor()
+        loop.watch(self._fd, self, events)
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            self._timer_at = deadline
+            loop.call_at(deadline, self)
+
+    def _read(self) -> None:
+        """Deliver what the decoder holds, then one large read (more on TLS while buffered)."""
+        decoder = self._decoder
+        assert decoder is not None
+        sock = self._live
+        assert sock is not None
+        while self._reading and self._deliver(decoder):
+            try:
+                data = os.read(self._fd, READ_CHUNK) if not self._tls else sock.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                return
+            except ssl.SSLWantWriteError:
+                self._tls_read_wants_write = True  # a renegotiation: retried when writable
+                return
+            except OSError as exc:  # reset, or TLS failing (ssl.SSLError is an OSError)
+                self._stop_reading(ConnectionLost(f"connection lost: {exc}"), close=None)
+                return
+            if not data:
+                self._stop_reading(ConnectionLost(_EOF), close=None)
+                return
+            decoder.feed(data)
+            if not self._tls or not _tls_pending(sock):
+                self._deliver(decoder)
+                return  # level-triggered: the loop comes back while the socket has more
+
+    def _deliver(self, decoder: FrameDecoder) -> bool:
+        """Hand out decoded messages while there is credit; False: stop reading for now."""
+        while True:
+            if not self._by_us and not self._has_credit():
+                with self._lock:
+                    if not self._has_credit() and not self._by_us:
+                        self._paused = True
+                        return False
+            try:
+                event = decoder.next()
+            except FrameTooBig as exc:
+                self._stop_reading(MessageTooBig(exc.announced, exc.limit),
+                                   close=wsc.CLOSE_TOO_BIG)
+                return False
+            except ProtocolViolation as exc:
+                self._stop_reading(ConnectionLost(f"protocol violation by the server: {exc}"),
+                                   close=wsc.CLOSE_PROTOCOL_ERROR)
+                return False
+            if event is None:
+                return True
+            opcode, payload = event
+            if opcode == OP_CLOSE:
+                code = wsc.close_code(payload)
+                clean = code in CLEAN_CLOSE_CODES
+                error = None if clean else \
+                    ConnectionLost(f"server closed the connection with code {code}")
+                self._stop_reading(error, close=code if clean else wsc.CLOSE_NORMAL,
+                                   clean=clean)
+                return False
+            if opcode == OP_PING:
+                self._enqueue(wsc.frame_bytes(payload, OP.OPCODE_PONG), None)
+            elif opcode != OP_PONG:
+                self._dispatch(opcode, payload)
 
     def _dispatch(self, opcode: int, payload: bytes) -> None:
         data: str | bytes
-        if opcode == OP.OPCODE_TEXT:
+        if opcode == OP_TEXT:
             data = payload.decode("utf-8", "replace")
             if (reply := self._codec.autoreply(data)) is not None:
                 # Heartbeats are answered here, not in the mailbox, so a busy
@@ -295,75 +384,117 @@ class Streams:
             data = payload
         with self._lock:
             if self._by_us:
-                return  # closing: nobody wants it, and it must not hold the reader
+                return  # closing: nobody wants it
             self._backlog_frames += 1
             self._backlog_bytes += len(data)
         self._report(Received(self.generation, data))
 
-    def _await_credit(self) -> None:
-        """Block while the driver has too many frames or bytes unconsumed (TCP pushes back)."""
-        options = self._options
-        if (self._backlog_frames < options.inbound_max_frames
-                and self._backlog_bytes < options.inbound_max_bytes):
-            return  # the common case, read without the lock (an int read is atomic)
-        with self._lock:
-            while ((self._backlog_frames >= options.inbound_max_frames
-                    or self._backlog_bytes >= options.inbound_max_bytes)
-                   and not self._by_us and self._error is None):
-                self._changed.wait()
-
-    def _close_with(self, code: int) -> None:
-        """Say why before hanging up: drop unwritten frames, write a close frame, stop."""
-        close = wsc.frame_bytes(wsc.close_payload(code), OP.OPCODE_CLOSE)
+    def _stop_reading(self, error: Exception | None, close: int | None, *,
+                      clean: bool = False) -> None:
+        """Reading is over: say why (a close frame with ``close``), then end once written."""
+        self._reading = False
+        self._end_error = error
+        self._clean = clean
         with self._lock:
             if self._by_us or self._error is not None:
+                return  # our own close is under way (or a failure ends it now)
+            if close is None:  # the peer is gone: unwritten frames stay unwritten
+                self._writes.clear()
+                self._write_bytes = 0
+                self._write_deadline = None
                 return
-            self._writes.clear()
-            self._write_bytes = 0
-            self._writes.extend(((close, None), (SHUTDOWN, None)))
-            self._kick()
+            self._drop_unstarted()
+            if not self._writes:
+                self._write_deadline = time.monotonic() + self._options.write_timeout
+            frame = wsc.frame_bytes(wsc.close_payload(close), OP.OPCODE_CLOSE)
+            self._writes.extend(((frame, None), (SHUTDOWN, None)))
+            self._write_bytes += len(frame)
+        self._flush()
 
-    def _finish(self, sock: socket.socket, error: Exception | None, *, clean: bool) -> None:
+    def _flush(self) -> None:
+        """Write what the socket takes now, in order; report each frame written."""
+        tokens: list[object] = []
+        sock = self._live
+        assert sock is not None
+        with self._lock:
+            writes = self._writes
+            while writes and self._error is None:
+                data, token = writes[0]
+                if not isinstance(data, bytes | memoryview):  # SHUTDOWN: all is out
+                    writes.popleft()
+                    self._shut = True
+                    shutdown(sock)
+                    break
+                try:
+                    if self._tls:
+                        done = sock.send(data[:_TLS_WRITE_CHUNK])
+                    else:
+                        done = os.write(self._fd, data)
+                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                    break
+                except ssl.SSLWantReadError:
+                    self._tls_write_wants_read = True
+                    break
+                except OSError as exc:
+                    self._error = ConnectionLost(f"write failed: {exc}")
+                    break
+                self._write_bytes -= done
+                if done < len(data):
+                    writes[0] = (memoryview(data)[done:], token)
+                    self._head_started = True
+                    continue  # TLS wrote one record; plain TCP meets a full socket next
+                writes.popleft()
+                self._head_started = False
+                if token is not None:
+                    tokens.append(token)
+                self._write_deadline = (time.monotonic() + self._options.write_timeout
+                                        if writes else None)
+        for token in tokens:
+            self._report(Written(self.generation, token))
+
+    def _end(self) -> None:
+        """Release the socket (the loop is its last user) and report ``Ended``, once."""
+        if self._ended:
+            return
+        self._ended = True
         with self._lock:
             self._over = True
             self._raw_fd = -1  # the fast path never writes a descriptor about to be closed
-            writer = self._writer
             by_us = self._by_us
-            if self._error is not None:
-                error, clean = self._error, False
-            if not by_us and self._writes and self._writes[-1][0] is not SHUTDOWN:
-                self._writes.clear()  # the peer is gone: unwritten frames stay unwritten
-                self._write_bytes = 0
-            self._changed.notify_all()
-        if writer is not None:
-            # A close frame queued just now gets its chance, bounded; then Ended
-            # follows every Written of this connection.
-            writer.join(timeout=self._options.write_timeout * 1.5 + 0.1)
-        if self._close_watch is not None:
-            wsc.deadlines.cancel(self._close_watch)
-        shutdown(sock)
-        self._release(sock)
+            error = self._end_error or self._error
+            clean = self._clean and error is None
+            self._writes.clear()
+            self._write_bytes = 0
+            self._write_deadline = None
+            sock = self._live
+        if self._fd >= 0:
+            reactor().watch(self._fd, self, 0)
+        if sock is not None:
+            shutdown(sock)
+            sock.close()
         self._report(Ended(self.generation, None if by_us else error, clean))
 
-    def _release(self, sock: socket.socket) -> None:
-        """A reader or writer is done with ``sock``; the last one closes it.
 
-        Closing while the other may still write would let a recycled descriptor
-        (another connection's) receive the rest of its frame.
-        """
-        with self._lock:
-            self._sock_users -= 1
-            last = self._sock_users <= 0
-        if last:
-            sock.close()
+def _tls_pending(sock: socket.socket) -> int:
+    """Decrypted bytes the TLS layer holds: no readiness event will announce them."""
+    pending: Callable[[], int] | None = getattr(sock, "pending", None)
+    return pending() if pending is not None else 0
+
+
+def _write_now(fd: int, data: bytes) -> int:
+    """Bytes of ``data`` written to a non-blocking descriptor without waiting."""
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0  # full (BlockingIOError), or broken: the loop meets it and reports it
 
 
 def shutdown(sock: socket.socket | None) -> None:
-    """Shut the TCP connection down: wakes a thread blocked reading or writing it.
+    """Shut the TCP connection down: the peer sees the end, our reads see EOF.
 
     The base class's method, on purpose: ``ssl.SSLSocket.shutdown`` drops its TLS
-    object before the TCP shutdown, and a writer in ``send`` in that window would
-    fall through to plain ``socket.send``, putting a frame on the wire unencrypted.
+    object before the TCP shutdown, and a write in that window would fall
+    through to plain ``socket.send``, putting a frame on the wire unencrypted.
     """
     if sock is not None:
         with contextlib.suppress(OSError):

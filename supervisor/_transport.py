@@ -30,11 +30,9 @@ Threads become greenlets under gevent's monkey-patching, unchanged.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -44,6 +42,7 @@ import websocket
 from supervisor import _wsclient as wsc
 from supervisor._admission import Admission, AdmissionCancelled
 from supervisor._http import REDIRECT_STATUSES, Origin, lookup_chainlit_version
+from supervisor._reactor import reactor
 from supervisor._reports import (
     Admitted,
     Ended,
@@ -63,8 +62,6 @@ __all__ = ["MAX_REDIRECTS", "Admitted", "Connection", "Ended", "OpenFailed", "Op
 
 MAX_REDIRECTS = 3
 """Same-origin redirects followed per handshake (with ``follow_redirects``)."""
-_PLAIN_WRITES = os.name == "posix" and hasattr(socket, "MSG_DONTWAIT")
-"""Non-blocking writes without a socket timeout (Linux, macOS); elsewhere timeout mode."""
 
 
 class Connection(Streams):
@@ -77,18 +74,8 @@ class Connection(Streams):
         self._report = report
         self._admission = admission
         self._options = options
-        # An RLock: Condition.notify() asks the lock whether it is held, which a
-        # plain Lock answers with a non-blocking acquire (a greenlet switch under
-        # gevent, on every frame); an RLock knows its owner.
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        """One condition for the reader (credit) and the writer (work): fewer objects per
-        session; every notify is a notify_all, and each waiter re-checks its own test."""
-        # Everything below is guarded by _lock.
-        self._writes: deque[tuple[bytes | object, object | None]] = deque()
-        self._write_bytes = 0
-        self._backlog_frames = 0
-        self._backlog_bytes = 0
+        """Guards the write buffer, the backlog and the ending flags (``_streams``)."""
         self._sock: socket.socket | None = None
         """The socket an abort must shut down (version lookup, then the WebSocket)."""
         self._ws: websocket.WebSocket | None = None
@@ -96,25 +83,7 @@ class Connection(Streams):
         self._handshaking = False
         self._timed_out = False
         """The handshake ran past ``connect_timeout`` (its socket was shut down)."""
-        self._live: socket.socket | None = None
-        """The open WebSocket's socket, once the upgrade succeeded."""
-        self._raw_fd = -1
-        self._fd_nonblocking = False
-        """Its file descriptor when plain TCP (not TLS): the fast path may write it directly."""
-        self._writer: threading.Thread | None = None
-        """Started on the first write that cannot complete at once (most never need one)."""
-        self._sock_users = 0
-        self._close_watch: int | None = None
-        """close()'s deadline (one write_timeout), cancelled once the connection ended."""
-        """Reader and writer threads still using the open socket: the last one closes it."""
-        self._writing = False
-        """The writer thread holds a frame it is writing: no one else writes meanwhile."""
-        self._by_us = False
-        """close() or abort() was called: the end is ours, reported without an error."""
-        self._over = False
-        """The reader finished (or is finishing): nothing more will be written."""
-        self._error: Exception | None = None
-        """The first failure seen by the writer, reported by the reader in ``Ended``."""
+        self._init_streams()
         self._cancelled = threading.Event()
         self._admitted_at = 0.0
         self._redirect: HandshakeRedirected | None = None
@@ -127,36 +96,33 @@ class Connection(Streams):
         self._thread.start()
 
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
-        """Write ``last_frames`` and a close frame, then stop; aborted after ``write_timeout``.
+        """Write ``last_frames`` and a close frame, then stop; ended after ``write_timeout``.
 
-        Frames queued and not yet being written are dropped: the session has
+        Frames queued and not yet on the wire are dropped: the session has
         re-queued (or failed) their sends already, so writing them here as well
-        would deliver them twice. The frame being written, if any, may finish;
+        would deliver them twice. A frame partly written finishes first;
         whether it reached the server is then in doubt (docs/supervision.md).
         """
         with self._lock:
             opened = self._live is not None
             if opened and not (self._writes and self._writes[-1][0] is SHUTDOWN):
-                self._writes.clear()  # (a queue ending in SHUTDOWN is closing already)
-                self._write_bytes = 0
+                self._drop_unstarted()  # (a queue ending in SHUTDOWN is closing already)
         if not opened:
             self.abort()
             return
-        self._close_watch = wsc.deadlines.watch(
-            time.monotonic() + self._options.write_timeout, self._close_overdue)
         for frame in last_frames:
             self.send(frame)
+        # Bounded like any write: the loop ends the connection past write_timeout.
         self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE),
                       None)
         with self._lock:
             self._by_us = True
-            self._changed.notify_all()  # a reader waiting for credit goes on to drain and end
-            if self._writes or self._writing:
+            if self._writes:
                 self._writes.append((SHUTDOWN, None))
-                self._kick()
-                return
-            sock = self._live
-        shutdown(sock)  # everything went out at once: no writer needed
+            elif not self._shut:
+                self._shut = True  # everything went out at once
+                shutdown(self._live)
+        reactor().poke(self)  # the loop finishes it, reading or not
 
     def abort(self) -> None:
         """Stop at once, mid-handshake included: no close frame."""
@@ -164,18 +130,12 @@ class Connection(Streams):
         self._admission.wake_all()
         with self._lock:
             self._by_us = True
-            self._changed.notify_all()
+            live = self._live is not None
         self._shutdown_current()
+        if live:
+            reactor().poke(self)  # the loop ends it, even if it is not reading now
 
     # --- internals -----------------------------------------------------------------
-
-    def _close_overdue(self) -> bool:
-        """The deadline thread: a close still writing after ``write_timeout`` is aborted."""
-        with self._lock:
-            over = self._over
-        if not over:
-            self.abort()
-        return False
 
     def _deadline_passed(self) -> bool:
         """The handshake's deadline thread: shut it down; True: call again (no socket yet)."""
@@ -214,20 +174,11 @@ class Connection(Streams):
                 error = _handshake_error(exc)
             self._report(OpenFailed(self.generation, error))
             return
+        self._go_live(sock, secure)
         with self._lock:
-            self._live = sock
-            self._sock_users = 1  # the reader, below
-            if _PLAIN_WRITES and not secure:
-                # Reads block without a timer per read (a gevent Timeout object each);
-                # writes never block: they pass MSG_DONTWAIT, or the descriptor is
-                # non-blocking underneath already (gevent).
-                sock.settimeout(None)
-                self._raw_fd = sock.fileno()
-                self._fd_nonblocking = not os.get_blocking(self._raw_fd)
-            if self._writes:
-                self._kick()
+            self._ws = None  # websocket-client's object is not needed past the upgrade
         self._report(Opened(self.generation, self, self._admitted_at, time.monotonic()))
-        self._read_loop(sock)
+        reactor().poke(self)  # the loop takes over; this handshake thread ends here
 
     def _open(self) -> tuple[socket.socket, bool]:
         try:
@@ -268,9 +219,6 @@ class Connection(Streams):
         assert ws is not None
         sock = ws.sock
         assert sock is not None
-        # TLS stays in timeout mode (non-blocking underneath) so the writer's
-        # partial writes never block; the reader resumes after each tick.
-        sock.settimeout(self._options.write_timeout)
         return sock, Origin.of(url).secure
 
     def _upgrade(self, url: str, headers: tuple[tuple[str, str], ...], cookie: str | None,

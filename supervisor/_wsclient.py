@@ -1,8 +1,9 @@
 """What the transport adds on top of websocket-client (internal).
 
-websocket-client owns the socket, the upgrade and the framing. It keeps a
-process-wide cookie jar, accumulates whatever length a peer announces, and its
-timeouts are per read: the pieces here close those gaps without replacing it.
+websocket-client makes the socket, runs the upgrade and encodes our frames
+(``_frames`` decodes the server's). It keeps a process-wide cookie jar, reads an
+upgrade response without a bound, and its timeouts are per read: the pieces
+here close those gaps without replacing it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import websocket
-import websocket._abnf as _ws_abnf
 import websocket._handshake as _ws_handshake
 import websocket._socket as _ws_socket
 
@@ -31,9 +31,6 @@ ABNF = websocket.ABNF
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TOO_BIG = 1009
-DATA_OPCODES = frozenset({ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT})
-MAX_CONTROL_PAYLOAD = 125
-"""RFC 6455 5.5: a control frame's payload is at most 125 bytes."""
 
 
 # --- cookies ---------------------------------------------------------------------------
@@ -106,80 +103,7 @@ def bounded_upgrade() -> Iterator[None]:
         _budget.left = None
 
 
-# --- framing -----------------------------------------------------------------------------
-
-
-class FrameTooBig(Exception):
-    """Internal: a frame's announced length would take its message over the bound."""
-
-    def __init__(self, announced: int, limit: int) -> None:
-        super().__init__(f"message of {announced} bytes or more, over {limit}")
-        self.announced = announced
-        self.limit = limit
-
-
-class BoundedFrameBuffer(_ws_abnf.frame_buffer):
-    """websocket-client's frame reader, refusing a frame on its length, before its payload.
-
-    The reader sets ``held`` (bytes of the message so far) before each frame;
-    a frame whose announced length takes the message past ``limit`` raises
-    :class:`FrameTooBig` right after the length is read, so a peer announcing
-    50 MB costs its header, not 50 MB; a control or reserved-opcode frame
-    announcing more than 125 bytes is a protocol violation, refused the same
-    way. State survives a socket timeout (websocket-client keeps header,
-    length and partial payload).
-    """
-
-    def __init__(self, recv: Callable[[int], bytes], limit: int) -> None:
-        super().__init__(recv, True)  # UTF-8 is decoded (with replacement) by the reader
-        self.limit = limit
-        self.held = 0
-
-    def recv_length(self) -> None:
-        super().recv_length()
-        assert self.header is not None
-        assert self.length is not None
-        opcode = self.header[4]
-        if opcode not in DATA_OPCODES and self.length > MAX_CONTROL_PAYLOAD:
-            # websocket-client checks this only after reading the whole payload,
-            # so a ping announcing 2**40 bytes would stream into memory first.
-            # Reserved opcodes land here too: none may carry more than a control frame.
-            msg = (f"frame with opcode {opcode:#x} announces {self.length} bytes; "
-                   f"a control frame carries at most {MAX_CONTROL_PAYLOAD}")
-            raise websocket.WebSocketProtocolException(msg)
-        announced = self.held + self.length if opcode in DATA_OPCODES else self.length
-        if announced > self.limit:
-            raise FrameTooBig(announced, self.limit)
-
-
-class Assembler:
-    """Internal: data frames in, whole messages out (fragments joined, order checked)."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self._opcode: int | None = None
-        self.held = 0
-        """Bytes of the unfinished message so far."""
-
-    def feed(self, frame: Any) -> tuple[int, bytes] | None:
-        """``(opcode, payload)`` once a message is whole; raises on a misplaced fragment."""
-        opcode = frame.opcode
-        data = frame.data
-        payload = data if isinstance(data, bytes) else bytes(data, "utf-8")
-        if (opcode == ABNF.OPCODE_CONT) == (self._opcode is None):
-            msg = "continuation frame without a message, or a new message inside one"
-            raise websocket.WebSocketProtocolException(msg)
-        if not frame.fin:
-            if self._opcode is None:
-                self._opcode = opcode
-            self._parts.append(payload)
-            self.held += len(payload)
-            return None
-        if self._opcode is None:
-            return opcode, payload
-        message = (self._opcode, b"".join([*self._parts, payload]))
-        self._parts, self._opcode, self.held = [], None, 0
-        return message
+# --- framing (encoding; ``_frames`` decodes) ----------------------------------------------
 
 
 def frame_bytes(payload: bytes | str, opcode: int) -> bytes:
