@@ -9,9 +9,10 @@ own), as ``tests/test_layers.py`` checks:
                            session.py, the Session handle; _metrics, health
     _session_actor.py      thin driver: feeds the machine, carries out its effects;
                            _record (what outlives an actor), _callbacks
-    _transport.py          websocket-client connect and lifecycle; _streams (writer,
-                           reader, bounds), _reports, _wsclient (cookie isolation,
-                           bounded frames, deadlines); _http, _admission, _timer,
+    _transport.py          websocket-client connect and lifecycle; _streams (reading,
+                           writing, bounds) run by _reactor (one I/O loop for all),
+                           _frames (sans-IO decoder), _reports, _wsclient (cookie
+                           isolation, deadlines); _http, _admission, _timer,
                            _futures, _logging, policy
     _machine.py            pure session machine: state, attempts, outbox, deadlines;
                            _machine_io (inputs, effects), _outgoing; no I/O, clock or ids

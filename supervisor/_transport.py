@@ -1,4 +1,4 @@
-"""The transport: one WebSocket connection, its reader and its writer (internal).
+"""The transport: one WebSocket connection, its handshake and its life once open (internal).
 
 It never touches session state: it reports to the session actor through
 ``report`` (the actor's ``tell``), every report stamped with the generation the
@@ -8,10 +8,13 @@ connection was opened for. It bounds everything a peer can make it hold (I9):
   version detection included; ``abort()`` interrupts it once a socket exists
   (version lookup, TLS, upgrade) but not a TCP connect in progress, which
   websocket-client does not expose: that ends within ``connect_timeout``;
-* ``send()`` never blocks: frames go to a bounded write buffer that a writer
-  thread drains; a write that does not finish within ``write_timeout`` ends
-  the connection as broken;
-* the reader stops reading while ``inbound_max_frames`` or
+* once open, no thread of its own: the handshake thread hands the socket to
+  the process-wide reactor (``_reactor``) and ends, so a session costs one OS
+  thread (its actor) on the threads runtime;
+* ``send()`` never blocks: plain TCP is written at once, non-blocking, and what
+  does not fit waits in a bounded write buffer that the reactor drains; a frame
+  not written within ``write_timeout`` ends the connection as broken;
+* the reactor stops reading while ``inbound_max_frames`` or
   ``inbound_max_bytes`` of reported frames are not yet ``consumed()``, so TCP
   pushes back on a flooding server;
 * a message over ``max_message_bytes`` ends the connection, refused on the
@@ -20,12 +23,14 @@ connection was opened for. It bounds everything a peer can make it hold (I9):
   only within the same origin (scheme, host, port), so no credential ever
   leaves its origin (I10).
 
-websocket-client owns the socket, the upgrade and the framing; ``_wsclient``
-holds what is added on top of it (cookie isolation, the bounded frame reader,
-the shared deadline thread) and ``_http`` the bounded Chainlit version
-detection. This module opens the connection and owns its lifecycle; ``_streams`` its
-writer and reader once open, and ``_reports`` what it tells the session actor.
-Threads become greenlets under gevent's monkey-patching, unchanged.
+websocket-client makes the socket, runs the upgrade and encodes our frames;
+``_wsclient`` holds what is added on top of it (cookie isolation, the bounded
+upgrade response, the shared deadline thread) and ``_http`` the bounded
+Chainlit version detection. This module opens the connection and owns its
+lifecycle; ``_streams`` reads, writes and ends it once open (in the reactor),
+``_frames`` decodes the server's frames, and ``_reports`` is what it tells the
+session actor. Threads become greenlets under gevent's monkey-patching,
+unchanged; the reactor is then one greenlet.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ MAX_REDIRECTS = 3
 
 
 class Connection(Streams):
-    """Internal: one connection attempt and, once open, its reader and writer threads."""
+    """Internal: one connection attempt (its handshake thread) and, once open, a reactor handler."""
 
     def __init__(self, codec: Codec, generation: int, report: Callable[[Report], None],
                  admission: Admission, options: TransportOptions) -> None:
