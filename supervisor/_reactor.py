@@ -201,3 +201,12 @@ _reactor = Reactor()
 def reactor() -> Reactor:
     """The process-wide loop (started on its first poke)."""
     return _reactor
+
+
+def _forget_after_fork() -> None:
+    """A forked child has no loop thread: it starts its own on first use."""
+    global _reactor
+    _reactor = Reactor()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -302,3 +303,40 @@ def test_threads_runtime_uses_one_thread_per_session(ws_server: RecordingServer)
                    what="the handshake threads to end")
         used = threading.active_count() - before
     assert count <= used <= count + THREADS_BESIDE_SESSIONS, used
+
+
+@pytest.mark.skipif(GEVENT, reason="os.fork under gevent is gevent's own business")
+def test_a_forked_child_starts_its_own_loop() -> None:
+    """After fork the child's reactor is a fresh one, not the parent's thread-less copy."""
+    parent = reactor()
+    parent.poke(_Noop())
+    assert parent.thread is not None
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns that the parent has threads: we know
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report and leave without running pytest's teardown
+        fresh = reactor() is not parent and reactor().thread is None
+        os.write(write_end, b"1" if fresh else b"0")
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 1)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+
+
+class _Noop:
+    """A handler that does nothing (starts the loop)."""
+
+    def ready(self, events: int) -> None:
+        pass
+
+    def poked(self) -> None:
+        pass
+
+    def timer(self, now: float) -> None:
+        pass
+
+    def crashed(self, error: BaseException) -> None:
+        pass
