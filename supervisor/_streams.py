@@ -281,8 +281,11 @@ class Streams:
 
     # --- the loop's side (Handler) --------------------------------------------------------
 
-    def _go_live(self, sock: socket.socket, secure: bool) -> None:
-        """The upgrade succeeded: from the next poke on, the loop reads, writes and ends it."""
+    def _go_live(self, sock: socket.socket, secure: bool, early: bytes) -> None:
+        """The upgrade succeeded: from the next poke on, the loop reads, writes and ends it.
+
+        ``early``: the server's first bytes, read along with the upgrade response.
+        """
         sock.setblocking(False)  # gevent: the descriptor is non-blocking underneath already
         with self._lock:
             self._live = self._sock = sock
@@ -291,6 +294,7 @@ class Streams:
             if not secure:
                 self._raw_fd = self._fd
             self._decoder = FrameDecoder(self._options.max_message_bytes)
+            self._decoder.feed(early)
 
     def poked(self) -> None:
         if self._ended:

@@ -88,6 +88,8 @@ class Connection(Streams):
         self._handshaking = False
         self._timed_out = False
         """The handshake ran past ``connect_timeout`` (its socket was shut down)."""
+        self._early = b""
+        """Bytes of the WebSocket stream read along with the upgrade response."""
         self._init_streams()
         self._cancelled = threading.Event()
         self._admitted_at = 0.0
@@ -179,7 +181,8 @@ class Connection(Streams):
                 error = _handshake_error(exc)
             self._report(OpenFailed(self.generation, error))
             return
-        self._go_live(sock, secure)
+        self._go_live(sock, secure, self._early)
+        self._early = b""
         with self._lock:
             self._ws = None  # websocket-client's object is not needed past the upgrade
         self._report(Opened(self.generation, self, self._admitted_at, time.monotonic()))
@@ -241,8 +244,9 @@ class Connection(Streams):
         if cookie is not None:
             options["cookie"] = cookie
         try:
-            with wsc.bounded_upgrade():
+            with wsc.bounded_upgrade() as early:
                 ws.connect(url, **options)  # type: ignore[no-untyped-call]
+            self._early = b"".join(early)  # frames read along with the response head
         except websocket.WebSocketException as exc:
             response = ws.handshake_response
             if response is None or response.status not in REDIRECT_STATUSES:

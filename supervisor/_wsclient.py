@@ -68,25 +68,37 @@ isolate_cookies()
 MAX_UPGRADE_RESPONSE_BYTES = 64 * 1024
 """Bytes of an upgrade response websocket-client may read: head, and a refusal's body."""
 
+UPGRADE_READ = 4096
+"""Bytes asked of the socket per read during the upgrade (websocket-client asks for one)."""
 _original_recv = _ws_socket.recv
 _budget = threading.local()  # greenlet-local under gevent
 
 
 def _bounded_recv(sock: Any, bufsize: int) -> bytes:
-    """websocket-client's ``recv``, counted against the calling thread's upgrade budget.
+    """websocket-client's ``recv``, buffered and counted against the thread's upgrade budget.
 
-    websocket-client reads the response head a byte at a time with no limit on
-    lines or their length, and a refusal's whole ``Content-Length`` body; with a
-    budget set (only inside :func:`bounded_upgrade`) a peer gets no further.
+    websocket-client reads the response head a byte at a time (a system call,
+    and on the threads runtime a GIL round trip, per byte) with no limit on
+    lines or their length, and a refusal's whole ``Content-Length`` body. With a
+    budget set (only inside :func:`bounded_upgrade`) the socket is read
+    ``UPGRADE_READ`` bytes at a time into a buffer websocket-client takes its
+    bytes from, and a peer gets no further than the bound. Bytes read past the
+    head are the server's first frames: :func:`bounded_upgrade` hands them on.
     """
     left: int | None = getattr(_budget, "left", None)
     if left is None:
         return bytes(_original_recv(sock, bufsize))
-    if left <= 0:
-        msg = f"upgrade response over {MAX_UPGRADE_RESPONSE_BYTES} bytes"
-        raise HandshakeError(msg)
-    data = bytes(_original_recv(sock, min(bufsize, left)))
-    _budget.left = left - len(data)
+    held: bytes = _budget.held
+    position: int = _budget.position
+    if position >= len(held):
+        if left <= 0:
+            msg = f"upgrade response over {MAX_UPGRADE_RESPONSE_BYTES} bytes"
+            raise HandshakeError(msg)
+        held = bytes(_original_recv(sock, min(max(bufsize, UPGRADE_READ), left)))
+        _budget.left = left - len(held)
+        _budget.held, position = held, 0
+    data = held[position:position + bufsize]
+    _budget.position = position + len(data)
     return data
 
 
@@ -94,13 +106,23 @@ _ws_socket.recv = _bounded_recv  # recv_line and the refusal body look it up at 
 
 
 @contextlib.contextmanager
-def bounded_upgrade() -> Iterator[None]:
-    """Within this block, this thread's websocket-client reads stop at the bound."""
+def bounded_upgrade() -> Iterator[list[bytes]]:
+    """Within this block, this thread's websocket-client reads are buffered and bounded.
+
+    Yields a list that holds, once the block has ended, the bytes read past the
+    upgrade response (the start of the WebSocket stream), if any.
+    """
+    leftover: list[bytes] = []
     _budget.left = MAX_UPGRADE_RESPONSE_BYTES
+    _budget.held, _budget.position = b"", 0
     try:
-        yield
+        yield leftover
     finally:
+        held, position = _budget.held, _budget.position
+        if position < len(held):
+            leftover.append(held[position:])
         _budget.left = None
+        _budget.held, _budget.position = b"", 0
 
 
 # --- framing (encoding; ``_frames`` decodes) ----------------------------------------------

@@ -7,6 +7,8 @@ the session actor; the thread-count test runs whole sessions. Classes marked
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import random
 import threading
@@ -29,6 +31,7 @@ from supervisor.errors import ConnectionLost
 from supervisor.protocols import Identity, make_codec
 
 KIB = 1024
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 GEVENT = os.environ.get("SUPERVISOR_TEST_RUNTIME") == "gevent"
 
 
@@ -173,6 +176,26 @@ class TestReading:
                 assert reports.ended().error is None
         finally:
             stop.set()
+
+    def test_frames_sent_with_the_upgrade_response_are_delivered(self) -> None:
+        """Bytes read along with the 101 head (one server write) are the first frames."""
+        def eager(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            accept = base64.b64encode(hashlib.sha1(  # noqa: S324 - RFC 6455
+                (headers["sec-websocket-key"] + WS_GUID).encode()).digest()).decode()
+            head = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode()
+            frames = b"".join(bytes([0x81, 5]) + b"early" for _ in range(3))
+            peer.sock.sendall(head + frames)  # one write: head and frames together
+            peer.read_frame()
+
+        with HostileServer(eager) as server:
+            reports = Reports()
+            conn = connect(server.url(), reports)
+            reports.wait(lambda _: len(received(reports)) == 3, "the three early frames")
+            conn.close()
+            assert reports.ended().error is None
+        assert received(reports) == ["early"] * 3
 
     def test_peer_close_is_answered_and_ends_clean(self) -> None:
         """A server's close 1000 is answered with 1000; Ended is clean, without an error."""
