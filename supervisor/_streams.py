@@ -224,12 +224,12 @@ class Streams:
                     done = _write_now(self._raw_fd, data)
                     written = done == len(data)
                 if not written:
-                    if not writes:
+                    if not writes:  # a new head: the loop must start watching for room
                         self._write_deadline = time.monotonic() + self._options.write_timeout
                         self._head_started = done > 0
+                        wake = self._live is not None
                     self._queue().append((memoryview(data)[done:] if done else data, token))
                     self._write_bytes += len(data) - done
-                    wake = self._live is not None
         if overflow:
             self._fail(ConnectionLost(
                 f"write buffer over {self._options.write_buffer_bytes} bytes: "
