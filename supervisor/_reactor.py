@@ -1,8 +1,8 @@
 """One I/O loop for every open connection in the process (internal).
 
-A single thread (a greenlet under gevent's monkey-patching, which swaps
-``selectors.DefaultSelector`` for gevent's) waits on every registered socket
-with ``selectors`` (epoll on Linux) and calls its handler when it is ready, when
+A single thread (a greenlet under gevent's monkey-patching) waits on every
+registered socket (``_pollers``: ``selectors``, so epoll on Linux; under gevent
+the hub's own watchers) and calls its handler when it is ready, when
 another thread pokes it, or when a timer it set falls due. It starts on first
 use and lives as long as the process.
 
@@ -20,7 +20,6 @@ import contextlib
 import heapq
 import itertools
 import os
-import selectors
 import socket
 import threading
 import time
@@ -28,11 +27,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from supervisor._logging import get_logger
+from supervisor._pollers import READ, Poller, make_poller
 
 _log = get_logger("supervisor.reactor")
 
-READ = selectors.EVENT_READ
-WRITE = selectors.EVENT_WRITE
 THREAD_NAME = "supervisor-reactor"
 
 
@@ -62,7 +60,8 @@ class Reactor:
         """A wake-up byte is in flight: later pokes need not send another."""
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
-        self._selector: selectors.BaseSelector | None = None
+        self._poller: Poller | None = None
+        self._wake_fd = -1
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._timers: list[tuple[float, int, Handler]] = []
@@ -101,7 +100,7 @@ class Reactor:
 
     def watch(self, fd: int, handler: Handler, events: int) -> None:
         """Watch ``fd`` for ``events`` (``READ | WRITE``, or 0 to stop watching it)."""
-        assert self._selector is not None
+        assert self._poller is not None
         current = self._interest.get(fd, 0)
         if events == current:
             return
@@ -109,12 +108,12 @@ class Reactor:
             del self._interest[fd]
             del self._watched[fd]
             with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(fd)
+                self._poller.unregister(fd)
             return
         if current:
-            self._selector.modify(fd, events, handler)
+            self._poller.modify(fd, events)
         else:
-            self._selector.register(fd, events, handler)
+            self._poller.register(fd, events)
         self._interest[fd] = events
         self._watched[fd] = handler
 
@@ -125,32 +124,33 @@ class Reactor:
     # --- the loop -------------------------------------------------------------------------
 
     def _start(self) -> None:
-        """Make the selector and the wake-up pair, start the thread (lock held)."""
-        self._selector = selectors.DefaultSelector()
+        """Make the poller and the wake-up pair, start the thread (lock held)."""
+        self._poller = make_poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r.fileno(), READ, None)
+        self._wake_fd = self._wake_r.fileno()
+        self._poller.register(self._wake_fd, READ)
         self._thread = threading.Thread(target=self._run, daemon=True, name=THREAD_NAME)
         self._thread.start()
 
     def _run(self) -> None:
         self._ident = threading.get_ident()
-        selector = self._selector
-        assert selector is not None
+        poller = self._poller
+        assert poller is not None
+        watched = self._watched
         while True:
             try:
                 timeout = self._timeout()
-                ready = selector.select(timeout)
+                ready = poller.select(timeout)
             except Exception:  # noqa: BLE001 - the loop outlives anything one select meets
                 _log.exception("reactor_select_failed")
                 time.sleep(0.01)
                 continue
-            for key, events in ready:
-                handler: Handler | None = key.data
-                if handler is None:
+            for fd, events in ready:
+                if fd == self._wake_fd:
                     self._drain_wakeups()
-                elif self._watched.get(int(key.fd)) is handler:  # not ended this round
+                elif (handler := watched.get(fd)) is not None:  # not ended this round
                     self._call(handler, handler.ready, events)
             self._drain_pokes()
             self._fire_timers()

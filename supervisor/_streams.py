@@ -44,7 +44,8 @@ from supervisor._frames import (
     FrameTooBig,
     ProtocolViolation,
 )
-from supervisor._reactor import READ, WRITE, reactor
+from supervisor._pollers import READ, WRITE
+from supervisor._reactor import reactor
 from supervisor._reports import Ended, Received, Report, TransportOptions, Written
 from supervisor.errors import ConnectionLost, MessageTooBig
 from supervisor.protocols.base import Codec

@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("machine", frozenset({"_machine", "_machine_base", "_machine_state", "_machine_io",
                            "_outgoing"})),
     ("transport", frozenset({"_transport", "_streams", "_reports", "_wsclient", "_http",
-                             "_frames", "_reactor",
+                             "_frames", "_reactor", "_pollers",
                              "_admission", "_logging", "_futures", "_timer", "policy",
                              "chainlit_auth"})),
     ("session actor", frozenset({"_session_actor", "_record", "_callbacks"})),

@@ -11,7 +11,9 @@ import base64
 import hashlib
 import os
 import random
+import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +26,7 @@ from tls_certs import SelfSigned, make_self_signed
 
 from supervisor import SessionSpec, Supervisor
 from supervisor._admission import Admission
+from supervisor._pollers import READ, WRITE, GeventPoller, SelectorPoller, make_poller
 from supervisor._reactor import THREAD_NAME, reactor
 from supervisor._reports import Ended, Opened, OpenFailed, Received, Report, Written
 from supervisor._transport import Connection, TransportOptions
@@ -363,3 +366,29 @@ class _Noop:
 
     def crashed(self, error: BaseException) -> None:
         pass
+
+
+@pytest.mark.concurrency
+class TestPoller:
+    """The reactor's poller (selectors; under gevent the hub) reports readiness."""
+
+    def test_readiness_and_timeout(self) -> None:
+        """Nothing ready: select waits out its timeout; then READ, WRITE; nothing once dropped."""
+        poller = make_poller()
+        assert isinstance(poller, GeventPoller if GEVENT else SelectorPoller)
+        left, right = socket.socketpair()
+        try:
+            fd = left.fileno()
+            poller.register(fd, READ)
+            started = time.monotonic()
+            assert poller.select(0.05) == []
+            assert time.monotonic() - started >= 0.04
+            right.send(b"x")
+            assert poller.select(5) == [(fd, READ)]
+            poller.modify(fd, WRITE)
+            assert poller.select(5) == [(fd, WRITE)]
+            poller.unregister(fd)
+            assert poller.select(0.01) == []
+        finally:
+            left.close()
+            right.close()
