@@ -8,7 +8,8 @@ own), as ``tests/test_layers.py`` checks:
     supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets;
                            session.py, the Session handle; _metrics, health
     _session_actor.py      thin driver: feeds the machine, carries out its effects;
-                           _record (what outlives an actor), _callbacks
+                           _record (what outlives an actor), _callbacks, _actor_pool
+                           (the workers that run session actors)
     _transport.py          websocket-client connect and lifecycle; _streams (writer,
                            reader, bounds), _reports, _wsclient (cookie isolation,
                            bounded frames, deadlines); _http, _admission, _timer,
