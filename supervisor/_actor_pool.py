@@ -133,6 +133,9 @@ class ActorPool:
                 del self._turns[me]
                 if more or actor.inbox.reschedule_or_rest():
                     self._ready.append((actor, time.monotonic()))
+            # Let others run between turns: under gevent nothing else would (the hub, an
+            # asyncio loop on it, the reader greenlets) while actors have work.
+            time.sleep(0)
 
     def _watch(self) -> None:
         """Add a worker whenever actors wait and every worker is stuck in its turn."""
