@@ -300,8 +300,12 @@ class SupervisorCandidate(Candidate):
         import pykka  # noqa: PLC0415 - child-only import
 
         resumed = Countdown(self.n)
+        # The phase's own deadline, not resume_timeout's 30 s: N resumes queue for
+        # admission together, and the phase measures how fast they get through.
+        budget = max(1.0, deadline - time.monotonic())
         futures: list[pykka.Future[ResumeResult]] = [
-            session.resume(thread_of(index, 1)) for index, session in enumerate(self.sessions)]
+            session.resume(thread_of(index, 1), timeout=budget)
+            for index, session in enumerate(self.sessions)]
         for index, future in enumerate(futures):
             try:
                 result = future.get(timeout=max(0.0, deadline - time.monotonic()))

@@ -8,12 +8,13 @@ own), as ``tests/test_layers.py`` checks:
     supervisor.py          Supervisor facade + _supervisor_actor: restarts, budgets;
                            session.py, the Session handle; _metrics, health
     _session_actor.py      thin driver: feeds the machine, carries out its effects;
-                           _record (what outlives an actor), _callbacks
+                           _record (what outlives an actor), _callbacks, _actor_pool
+                           (the workers that run session actors)
     _transport.py          websocket-client connect and lifecycle; _streams (reading,
-                           writing, bounds) run by _reactor (one I/O loop for all),
-                           _frames (sans-IO decoder), _reports, _wsclient (cookie
-                           isolation, deadlines); _http, _admission, _timer,
-                           _futures, _logging, policy
+                           writing, bounds) run by _reactor (one I/O loop for all,
+                           waiting through _pollers), _frames (sans-IO decoder),
+                           _reports, _wsclient (cookie isolation, deadlines); _http,
+                           _admission, _timer, _futures, _logging, policy
     _machine.py            pure session machine: state, attempts, outbox, deadlines;
                            _machine_io (inputs, effects), _outgoing; no I/O, clock or ids
     errors, messages, spec pure records (and _supervision, the supervisor's messages)

@@ -1,6 +1,7 @@
 """Calling the user's callbacks from a session actor (internal).
 
-They run in the actor's thread; the report of an ending with no actor left
+They run on the worker running the session's actor (``_actor_pool``), one at a
+time per session; the report of an ending with no actor left
 (``SessionRecord.retire``) runs in the thread that ended it: the supervisor's,
 or the one calling ``stop()``. A bug in one is logged and contained: it must
 never cost the session its socket or its state. The records they receive are

@@ -235,7 +235,7 @@ class SessionMachine(MachineBase):
         self._state = Connecting(attempt)
         self._dirty = True
         self._notify(LifecycleKind.CONNECTING, cause=cause)
-        self._emit(io.OpenConnection(tally.generation, codec))
+        self._emit(io.OpenConnection(tally.generation, codec, not self._connected_once))
 
     def _on_admitted(self, generation: int) -> None:
         """From admission on, the whole handshake has ``connect_timeout``.
@@ -295,6 +295,7 @@ class SessionMachine(MachineBase):
             return
         now = self._now
         self._state = Connected(attempt, now)
+        self._connected_once = True
         self._reason = None
         self._dirty = True
         if ready.thread_found is not None:

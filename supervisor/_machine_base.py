@@ -63,6 +63,8 @@ class MachineBase:
         self._session_id = self._fresh_session_id
         self._state: State = Backoff(0)
         self._losses = 0
+        self._connected_once = previous is not None
+        """A connection of this session has been ready (an actor's successor: assumed)."""
         self._reason: str | None = None
         self._last_backoff: float | None = None
         self._resumes: list[PendingResume] = []

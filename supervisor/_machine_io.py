@@ -125,6 +125,9 @@ class OpenConnection:
 
     generation: int
     codec: Codec
+    first: bool = False
+    """The session has never been connected: admission serves such handshakes apart
+    from resumes and reconnects, so neither kind starves the other."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import pykka
 
 from supervisor import _machine_io as io
 from supervisor import _supervision as sup
+from supervisor._actor_pool import PooledActor
 from supervisor._admission import Admission
 from supervisor._callbacks import UserCallbacks
 from supervisor._futures import is_settled, reject, resolve
@@ -50,7 +51,7 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-class SessionActor(pykka.ThreadingActor):
+class SessionActor(PooledActor):
     """Internal: owns one session's connections; its machine owns the state."""
 
     def __init__(self, record: SessionRecord, supervisor: pykka.ActorRef[Any],
@@ -69,9 +70,6 @@ class SessionActor(pykka.ThreadingActor):
         self._connections: dict[int, Connection] = {}
         """Every connection not yet reported ended, by generation: the current one, and
         any still closing (each close is bounded by ``write_timeout``)."""
-        self._own_ident: int | None = None
-        """The actor's own thread (greenlet): a ``Written`` reported from it is settled
-        at the end of the current feed, without a mailbox round trip (hostile)."""
         self._written_now: deque[Written] = deque()
         """``Written`` reports made inside our own ``conn.send()``, settled after the feed."""
         self._unhandled: deque[io.Command] = deque()
@@ -84,7 +82,6 @@ class SessionActor(pykka.ThreadingActor):
     # --- pykka hooks --------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._own_ident = threading.get_ident()
         # pykka does not call on_failure when on_start raises: do it here.
         try:
             self._unhandled.extend(self._record.take_parked(self.actor_ref))
@@ -226,7 +223,9 @@ class SessionActor(pykka.ThreadingActor):
 
     def _report(self, report: Report) -> None:
         """Transport callback (its threads): hand the report to the mailbox."""
-        if isinstance(report, Written) and threading.get_ident() == self._own_ident:
+        # A Written reported from the worker running this actor now was made inside our
+        # own conn.send(): settled at the end of the current feed, not via the mailbox.
+        if isinstance(report, Written) and threading.get_ident() == self.running_in:
             self._written_now.append(report)
             return
         try:

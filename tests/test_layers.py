@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                              "_frames", "_reactor", "_pollers",
                              "_admission", "_logging", "_futures", "_timer", "policy",
                              "chainlit_auth"})),
-    ("session actor", frozenset({"_session_actor", "_record", "_callbacks"})),
+    ("session actor", frozenset({"_session_actor", "_record", "_callbacks", "_actor_pool"})),
     ("supervisor", frozenset({"_supervisor_actor", "supervisor", "session", "_metrics",
                               "health"})),
 )

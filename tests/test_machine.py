@@ -9,7 +9,7 @@ from machine_harness import Harness
 
 from supervisor import _machine_io as io
 from supervisor import _supervision as sup
-from supervisor.errors import ConnectionLost, HandshakeRefused
+from supervisor.errors import ConnectionLost, HandshakeError, HandshakeRefused
 from supervisor.messages import Chat, Close, Resume, ResumeResult, Send, SessionStatus
 
 Step = tuple[io.Input, list[tuple[Any, ...]]]
@@ -333,3 +333,32 @@ class TestWrittenAcrossGenerations:
         assert harness.state().outbox == 1
         assert harness(io.FrameWritten(2, 0)) == [("resolve", "s0", None)]
         assert harness.state().outbox == 0
+
+
+def opened_first(harness: Harness) -> list[bool]:
+    """``first`` of each connection the last input opened."""
+    return [effect.first for effect in harness.effects if isinstance(effect, io.OpenConnection)]
+
+
+class TestFirstConnects:
+    """Admission tells a session's first connects from resumes and reconnects."""
+
+    def test_first_connect_and_its_retries_are_first_until_connected(self) -> None:
+        """The opening handshake and retries after it failed are first; none after ready."""
+        harness = Harness(thread_id="t-0", session_id="m")
+        harness(io.Start("open"))
+        assert opened_first(harness) == [True]
+        harness(io.ConnFailed(1, HandshakeError("refused")))
+        harness(sup.Reconnect(1))
+        assert opened_first(harness) == [True]
+        harness.connect(2)
+        harness(Resume("t-1", "r1"))
+        assert opened_first(harness) == [False]
+
+    def test_a_crash_successor_is_not_first(self) -> None:
+        """An actor's successor reconnects a session that was live: a restart, not first."""
+        harness = connected()
+        harness(io.Crashed(RuntimeError("bug")))
+        successor = Harness(previous=harness.state(), thread_id="t-0", session_id="m")
+        successor(io.Start("restart"))
+        assert opened_first(successor) == [False]

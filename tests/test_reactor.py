@@ -25,6 +25,7 @@ from support import EventLog, fast_policy, wait_until
 from tls_certs import SelfSigned, make_self_signed
 
 from supervisor import SessionSpec, Supervisor
+from supervisor._actor_pool import shared_pool
 from supervisor._admission import Admission
 from supervisor._pollers import READ, WRITE, GeventPoller, SelectorPoller, make_poller
 from supervisor._reactor import THREAD_NAME, reactor
@@ -307,15 +308,15 @@ class TestEndingRaces:
 
 
 THREADS_BESIDE_SESSIONS = 4
-"""OS threads a supervisor adds to one per session actor: its own actor, the timer
-scheduler, the handshake-deadline thread and the reactor (measured: 60 sessions,
-64 threads). Handshake threads come on top while connecting, and end once their
-socket is handed to the reactor."""
+"""OS threads a supervisor runs whatever its sessions: its own actor, the timer
+scheduler, the handshake-deadline thread and the reactor. Handshake threads come
+on top while connecting, and end once their socket is handed to the reactor."""
 
 
 @pytest.mark.skipif(GEVENT, reason="counts OS threads: the threads runtime only")
 def test_threads_runtime_uses_one_thread_per_session(ws_server: RecordingServer) -> None:
-    """N connected sessions use at most N + THREADS_BESIDE_SESSIONS threads (was 2N)."""
+    """N connected sessions use no thread each: the supervisor's own and the actor pool's
+    (was 2N: an actor thread and a reader thread per session)."""
     count = 60
     before = threading.active_count()
     log = EventLog()
@@ -328,7 +329,8 @@ def test_threads_runtime_uses_one_thread_per_session(ws_server: RecordingServer)
         wait_until(lambda: not any(t.name.startswith("ws-gen") for t in threading.enumerate()),
                    what="the handshake threads to end")
         used = threading.active_count() - before
-    assert count <= used <= count + THREADS_BESIDE_SESSIONS, used
+    # The process-wide ones (reactor, deadlines, actor pool) may predate this test.
+    assert used <= THREADS_BESIDE_SESSIONS + shared_pool.core_workers + 1, used
 
 
 @pytest.mark.skipif(GEVENT, reason="os.fork under gevent is gevent's own business")
