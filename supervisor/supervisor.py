@@ -11,6 +11,7 @@ import pykka
 
 from supervisor._admission import Admission
 from supervisor._futures import new_future
+from supervisor._logging import get_logger
 from supervisor._metrics import MetricsSample, SupervisorTap
 from supervisor._record import SessionRecord
 from supervisor._supervisor_actor import (
@@ -21,12 +22,14 @@ from supervisor._supervisor_actor import (
     SupervisorActor,
 )
 from supervisor._timer import Scheduler
-from supervisor.errors import SupervisorStopped
+from supervisor.errors import DeadlineExceeded, SupervisorStopped
 from supervisor.health import Health, HealthThresholds, assess
 from supervisor.messages import Close, SessionState, SessionStatus
 from supervisor.policy import RestartPolicy
 from supervisor.session import Session
 from supervisor.spec import SessionSpec
+
+_log = get_logger("supervisor.supervisor")
 
 
 class Supervisor:
@@ -106,7 +109,9 @@ class Supervisor:
         """Close every session concurrently, then stop; bounded by ``timeout`` seconds.
 
         From its start, ``open()`` raises ``SupervisorStopped`` and every pending
-        or later command of every session fails with it.
+        or later command of every session fails with it. Raises
+        ``DeadlineExceeded`` (nothing stopped, call again) only if the supervisor's
+        actor does not even begin within ``timeout``; never a pykka error.
         """
         with self._lock:
             if self._stopping:
@@ -117,6 +122,12 @@ class Supervisor:
             records: list[SessionRecord] = self._ref.ask(BeginStop(), timeout=timeout)  # type: ignore[assignment]
         except pykka.ActorDeadError:
             records = []
+        except pykka.Timeout:
+            with self._lock:
+                self._stopping = False  # nothing was stopped: a later stop() tries again
+            msg = (f"the supervisor did not begin stopping within {timeout:g}s "
+                   "(its actor is busy); call stop() again")
+            raise DeadlineExceeded(msg, timeout) from None
         stopped = SupervisorStopped("the supervisor stopped")
         closing = []
         for record in records:
@@ -144,6 +155,10 @@ class Supervisor:
                 break
         try:
             self._ref.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
+        except pykka.Timeout:
+            # Every session has been told to close; the supervisor's actor stops once
+            # it has worked through what it was told before (10,000 sessions ending).
+            _log.warning("supervisor_stop_overdue", timeout=timeout)
         finally:
             self._scheduler.stop()
 

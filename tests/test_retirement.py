@@ -8,6 +8,7 @@ closed afterwards. Marked ``concurrency``: it runs under gevent too.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -29,7 +30,7 @@ from supervisor import (
     SupervisorError,
 )
 from supervisor._session_actor import SessionActor
-from supervisor.errors import SupervisorStopped
+from supervisor.errors import DeadlineExceeded, SupervisorStopped
 from supervisor.protocols import websocket as websocket_protocol
 
 pytestmark = pytest.mark.concurrency
@@ -148,6 +149,21 @@ class TestStopRacesOpen:
             session.send("late").get(timeout=10)
         with pytest.raises(SupervisorStopped):
             sup.sessions()
+        session.close().get(timeout=10)
+        assert session.state().status is SessionStatus.CLOSED
+
+
+    def test_a_stop_out_of_time_raises_typed_and_can_be_retried(
+            self, ws_server: RecordingServer) -> None:
+        """stop(0) never raises a pykka error: it ends, or says so typed; stop() again ends."""
+        sup = Supervisor.start(fast_policy())
+        session = sup.open(SessionSpec(url=ws_server.url, thread_id="t-1"))
+        session.resume("t-1").get(timeout=10)
+        with contextlib.suppress(DeadlineExceeded):
+            sup.stop(timeout=0)
+        sup.stop(timeout=10)
+        with pytest.raises(SupervisorStopped):
+            sup.open(SessionSpec(url=ws_server.url))
         session.close().get(timeout=10)
         assert session.state().status is SessionStatus.CLOSED
 
