@@ -25,6 +25,7 @@ workers above the core count leave after ``idle_exit`` without work.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import sys
 import threading
@@ -54,6 +55,11 @@ class ActorPool:
         self.core_workers = core_workers
         self.stall_after = stall_after
         self.idle_exit = idle_exit
+        self._reset()
+
+    def _reset(self) -> None:
+        """Start empty: at creation, and in a forked child (the parent's workers are not
+        there; its actors neither)."""
         lock = threading.RLock()  # an RLock: notify() asks a plain Lock by acquiring it
         self._cond = threading.Condition(lock)
         """Workers wait on it for ready actors."""
@@ -206,6 +212,8 @@ class PoolInbox:
 
 shared_pool = ActorPool()
 """The process's pool: every ``PooledActor`` runs on it unless given another."""
+
+os.register_at_fork(after_in_child=shared_pool._reset)
 
 
 class PooledActor(pykka.Actor):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
 
-from supervisor._actor_pool import ActorPool, PooledActor
+from supervisor._actor_pool import ActorPool, PooledActor, shared_pool
 
 pytestmark = pytest.mark.concurrency
 
@@ -215,3 +217,27 @@ class TestEndings:
         stopped.get(timeout=WAIT)
         with pytest.raises(pykka.ActorDeadError):
             behind.get(timeout=WAIT)
+
+
+@pytest.mark.skipif(os.environ.get("SUPERVISOR_TEST_RUNTIME") == "gevent",
+                    reason="os.fork under gevent is gevent's own business")
+def test_a_forked_child_runs_actors_on_its_own_workers() -> None:
+    """After fork the shared pool starts empty in the child, so its actors get workers."""
+    parent = Recorder.start(shared_pool)
+    assert parent.ask("warm", timeout=WAIT) == "warm"  # the parent's workers exist now
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns that the parent has threads: we know
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report and leave without running pytest's teardown
+        try:
+            answered = Recorder.start(shared_pool).ask("child", timeout=WAIT) == "child"
+        except BaseException:
+            answered = False
+        os.write(write_end, b"1" if answered else b"0")
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 1)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
