@@ -1,0 +1,248 @@
+"""Admission control: the pure queue (tables), its timer edge, and no thread before admission."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from recording_server import RecordingServer
+
+from supervisor import SessionSpec
+from supervisor._admission import Admission, AdmissionQueue, Ticket
+from supervisor._transport import Connection, OpenFailed, TransportOptions
+from supervisor.errors import HandshakeError
+from supervisor.protocols import Identity, make_codec
+
+
+def ticket(name: str, *, first: bool = False, log: list[str] | None = None) -> Ticket:
+    """A ticket whose start appends ``name`` to ``log``."""
+    return Ticket((lambda: log.append(name)) if log is not None else (lambda: None),
+                  first=first, queued_at=0.0)
+
+
+def names(tickets: list[Ticket], by: dict[int, str]) -> list[str]:
+    return [by[id(t)] for t in tickets]
+
+
+class TestAdmissionQueue:
+    """The pure decisions: slots, spacing, the two classes, cancellation."""
+
+    @pytest.mark.parametrize(("rate", "pushes", "times", "expected"), [
+        # 4/s: one at a time (a burst of 50 ms is less than one start), 0.25 s apart
+        (4.0, 4, [0.0, 0.1, 0.25, 0.5, 0.6, 0.75],
+         [[0], [], [1], [2], [], [3]]),
+        # 100/s: after an idle queue, 5 at once (50 ms of the rate), then one per 10 ms
+        (100.0, 8, [10.0, 10.005, 10.01, 10.02, 10.03],
+         [[0, 1, 2, 3, 4], [], [5], [6], [7]]),
+    ])
+    def test_starts_follow_the_rate(self, rate: float, pushes: int, times: list[float],
+                                    expected: list[list[int]]) -> None:
+        """Which queued tickets start at each moment, for a given rate."""
+        q = AdmissionQueue(1000, rate)
+        tickets = [ticket(str(i)) for i in range(pushes)]
+        by = {id(t): i for i, t in enumerate(tickets)}
+        for t in tickets:
+            assert q.push(t)
+        got = []
+        for now in times:
+            admitted, _ = q.admit(now)
+            got.append([by[id(t)] for t in admitted])
+        assert got == expected
+
+    def test_says_when_to_look_again(self) -> None:
+        """A queue held by the spacing names the moment of the next start; empty, none."""
+        q = AdmissionQueue(10, 4.0)
+        first, second = ticket("a"), ticket("b")
+        q.push(first)
+        q.push(second)
+        assert q.admit(0.0) == ([first], 0.25)
+        assert q.admit(0.1) == ([], 0.25)
+        assert q.admit(0.25) == ([second], None)
+
+    def test_in_flight_slots_bound_the_starts(self) -> None:
+        """With 2 slots, a third ticket starts only after a finish; no timer is asked for."""
+        q = AdmissionQueue(2, 1e9)
+        tickets = [ticket(str(i)) for i in range(3)]
+        for t in tickets:
+            q.push(t)
+        admitted, wake = q.admit(0.0)
+        assert (len(admitted), wake, q.in_flight, q.waiting) == (2, None, 2, 1)
+        assert q.admit(1.0) == ([], None)
+        q.finish()
+        assert q.admit(1.0)[0] == [tickets[2]]
+
+    @pytest.mark.parametrize(("queued", "expected"), [
+        # (class, name) pushed in this order; expected start order with one slot
+        ([("r", "r1"), ("r", "r2"), ("r", "r3"), ("f", "f1"), ("f", "f2")],
+         ["f1", "r1", "f2", "r2", "r3"]),
+        ([("f", "f1"), ("f", "f2"), ("f", "f3"), ("r", "r1")],
+         ["f1", "r1", "f2", "f3"]),
+        ([("r", "r1"), ("r", "r2")], ["r1", "r2"]),
+        ([("f", "f1"), ("f", "f2")], ["f1", "f2"]),
+    ])
+    def test_classes_alternate_while_both_wait(self, queued: list[tuple[str, str]],
+                                               expected: list[str]) -> None:
+        """First connects and other handshakes take turns; one class alone takes all."""
+        q = AdmissionQueue(1, 1e9)
+        by: dict[int, str] = {}
+        for kind, name in queued:
+            t = ticket(name, first=kind == "f")
+            by[id(t)] = name
+            q.push(t)
+        order: list[str] = []
+        for step in range(len(queued)):
+            admitted, _ = q.admit(float(step))
+            order.extend(names(admitted, by))
+            q.finish()
+        assert order == expected
+
+    @pytest.mark.parametrize("starved", ["first", "other"])
+    def test_no_class_starves_under_a_flood_of_the_other(self, starved: str) -> None:
+        """A ticket of one class starts within two admissions while the other floods in."""
+        q = AdmissionQueue(1, 1e9)
+        lone_first = starved == "first"
+        for i in range(100):  # the flood, queued ahead of the lone ticket
+            q.push(ticket(f"flood{i}", first=not lone_first))
+        lone = ticket("lone", first=lone_first)
+        q.push(lone)
+        started: list[Ticket] = []
+        for step in range(100):
+            q.push(ticket(f"more{step}", first=not lone_first))  # the flood never stops
+            admitted, _ = q.admit(float(step))
+            started.extend(admitted)
+            q.finish()
+            if lone in started:
+                break
+        assert lone in started
+        assert started.index(lone) <= 1
+
+    def test_cancelled_tickets_never_start_and_free_their_place(self) -> None:
+        """A withdrawn ticket is skipped; cancelling twice, or after admission, says False."""
+        q = AdmissionQueue(1, 1e9)
+        a, b, c = ticket("a"), ticket("b"), ticket("c")
+        for t in (a, b, c):
+            q.push(t)
+        assert q.admit(0.0)[0] == [a]
+        assert q.cancel(b)
+        assert not q.cancel(b)
+        assert not q.cancel(a)
+        assert q.waiting == 1
+        q.finish()
+        assert q.admit(1.0)[0] == [c]
+
+    def test_many_cancellations_keep_the_queue_small(self) -> None:
+        """Cancelled tickets are dropped from memory, not kept until they reach the front."""
+        q = AdmissionQueue(1, 1e9)
+        q.push(ticket("held"))
+        q.admit(0.0)
+        tickets = [ticket(str(i)) for i in range(1000)]
+        for t in tickets:
+            q.push(t)
+        for t in tickets[:-1]:
+            q.cancel(t)
+        assert q.waiting == 1
+        assert sum(len(d) for d in q._queues.values()) <= 20
+
+    def test_the_queue_is_bounded(self) -> None:
+        """Past ``max_waiting`` a push is refused."""
+        q = AdmissionQueue(1, 1e9, max_waiting=2)
+        assert q.push(ticket("a"))
+        assert q.push(ticket("b"))
+        assert not q.push(ticket("c"))
+
+
+class FakeTimer:
+    """Collects ``call_later`` requests; the test fires them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> None:
+        self.calls.append((delay, callback))
+
+
+class TestAdmissionEdge:
+    """The lock-and-timer edge: starts run once admitted, the timer keeps the spacing."""
+
+    def test_spacing_is_kept_by_the_timer(self) -> None:
+        """At 4/s the second request starts when the timer fires 0.25 s later."""
+        now = [0.0]
+        timer = FakeTimer()
+        admission = Admission(10, 4.0, clock=lambda: now[0], call_later=timer)
+        log: list[str] = []
+        admission.request(lambda: log.append("a"))
+        admission.request(lambda: log.append("b"))
+        assert log == ["a"]
+        assert [delay for delay, _ in timer.calls] == [0.25]
+        now[0] = 0.25
+        timer.calls[0][1]()
+        assert log == ["a", "b"]
+        assert admission.waiting == 0
+
+    def test_release_starts_the_next(self) -> None:
+        """A finished handshake lets the next waiting request start, without a timer."""
+        timer = FakeTimer()
+        admission = Admission(1, 1e9, call_later=timer)
+        log: list[str] = []
+        admission.request(lambda: log.append("a"))
+        admission.request(lambda: log.append("b"))
+        assert (log, admission.in_flight, admission.waiting) == (["a"], 1, 1)
+        admission.release()
+        assert (log, timer.calls) == (["a", "b"], [])
+
+    def test_a_cancelled_request_never_starts(self) -> None:
+        """cancel() withdraws a waiting request; its start is never called."""
+        admission = Admission(1, 1e9, call_later=FakeTimer())
+        log: list[str] = []
+        admission.request(lambda: log.append("a"))
+        waiting = admission.request(lambda: log.append("b"))
+        assert waiting is not None
+        assert admission.cancel(waiting)
+        admission.release()
+        assert (log, admission.waiting, admission.in_flight) == (["a"], 0, 0)
+
+
+def handshake_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ws-gen")]
+
+
+@pytest.mark.concurrency
+class TestNoThreadBeforeAdmission:
+    """Real sockets: a connection waiting for admission has no thread."""
+
+    def test_a_thousand_waiting_connections_hold_no_thread(
+            self, ws_server: RecordingServer) -> None:
+        """1,000 connections queued behind one held handshake: one handshake thread in all."""
+        ws_server.hold_handshakes()
+        reports: queue.Queue[Any] = queue.Queue()
+        admission = Admission(1, 1e9)
+        codec_config = SessionSpec(url=ws_server.url).protocol_config
+        before = threading.active_count()
+        connections = [
+            Connection(make_codec(codec_config, Identity(f"t-{n}"), confirm_resume=False), n,
+                       reports.put, admission, TransportOptions(connect_timeout=20),
+                       first=n % 2 == 0)
+            for n in range(1001)]
+        try:
+            for connection in connections:
+                connection.start()
+            ws_server.wait_for_handshakes(1, timeout=10)
+            assert admission.waiting == 1000
+            assert admission.in_flight == 1
+            assert len(handshake_threads()) == 1
+            assert threading.active_count() <= before + 3  # + the deadline and timer threads
+        finally:
+            for connection in reversed(connections):
+                connection.abort()
+            ws_server.release_handshakes()
+        ended = [reports.get(timeout=10) for _ in range(1002)]  # the held one: Admitted too
+        failures = [r for r in ended if isinstance(r, OpenFailed)]
+        assert len(failures) == 1001
+        queued = [r for r in failures if "waiting for admission" in str(r.error)]
+        assert len(queued) == 1000
+        assert all(isinstance(r.error, HandshakeError) for r in failures)
+        assert admission.waiting == 0
+        assert reports.empty()
