@@ -184,8 +184,9 @@ class SessionActor(pykka.ThreadingActor):
             case io.Publish(state):
                 self._record.snapshot = state
             case io.OpenConnection(generation, codec):
+                # Generation 1 is the session's first connect (its own admission class).
                 conn = Connection(codec, generation, self._report, self._admission,
-                                  self._options)
+                                  self._options, first=generation == 1)
                 self._connections[generation] = conn
                 self._record.connection = conn  # Session.state() reads its inbound backlog
                 spec = self._record.spec
