@@ -146,6 +146,8 @@ class Driver:
             metrics.reconnect(reason)
             metrics.note_failure_reason(reason, event.error)
             if not self.ctx.ending and not self.retired.is_set():
+                if event.generation not in self._connected:
+                    metrics.session_handshake_failed(self.session_id)
                 self._lost(event, reason)
         elif kind is LifecycleKind.RESTART:
             metrics.count("restarts")
@@ -167,6 +169,9 @@ class Driver:
         metrics.session_connected(self.session_id)
         if "total" in timings:
             metrics.record("connect", timings["total"])
+            if "admission" in timings:  # our queue, then the server's time
+                metrics.record("admission_wait", timings["admission"])
+                metrics.record("handshake", timings["total"] - timings["admission"])
         for phase in ("upgrade", "open", "namespace"):
             if phase in timings:
                 metrics.record(f"connect_{phase}", timings[phase])
@@ -294,12 +299,22 @@ class Driver:
                             ctx.deadline)
                 self.retired.wait(max(0.0, min(until - now, 0.25)))
 
+    def _patience(self) -> float:
+        """How long a connect (first, or a resume's) may wait: until the run ends.
+
+        Time queued for admission is the server's saturation, not a failure:
+        each handshake has its whole ``--connect-timeout`` from its admission
+        (the session's own deadline, which restarts it), so a failing server
+        shows as failed handshakes and a slow one as admission wait.
+        """
+        return max(0.0, self.ctx.remaining()) + self.ctx.config.connect_timeout
+
     def _connect_first(self, session: Session) -> bool:
-        """Wait until the session first connects; False if it never does in time."""
-        config = self.ctx.config
-        future = session.resume(self.threads[0])
+        """Wait until the session first connects; False if it failed or the run ended."""
+        patience = self._patience()
+        future = session.resume(self.threads[0], timeout=patience)
         try:
-            self._wait(future, config.connect_timeout * 3)
+            self._wait(future, patience)
         except Cancelled:
             return False
         except pykka.Timeout:
@@ -346,9 +361,10 @@ class Driver:
         self._begin()
         self._resuming = True
         failed = False
+        patience = self._patience()
         try:
-            result = self._wait(session.resume(self.threads[self._thread_index]),
-                                self.ctx.config.connect_timeout + 5.0)
+            result = self._wait(session.resume(self.threads[self._thread_index],
+                                               timeout=patience), patience)
         except (pykka.Timeout, SupervisorError) as exc:
             failed = not isinstance(exc, SessionFailed)  # else counted once, as session_failed
             if failed:

@@ -161,6 +161,8 @@ class LoadTest:
             return refused
         config = self.config
         policy = RestartPolicy(backoff_base=0.25, backoff_cap=5.0,
+                               max_handshakes_in_flight=config.max_handshakes_in_flight,
+                               max_handshakes_per_second=config.max_handshakes_per_second,
                                rng=random.Random(self.rng.getrandbits(64)))
         supervisor = Supervisor.start(policy)
         progress = Progress(self.metrics, config, self.out)
@@ -204,7 +206,7 @@ class LoadTest:
             hint = no_connect_hint(self.metrics.evidence(), config.protocol,
                                    config.connect_timeout)
         # Nothing ever connected: every session failed, however young.
-        self.metrics.settle_never_connected(0.0 if hint is not None else config.connect_timeout)
+        self.metrics.settle_never_connected(everyone=hint is not None)
         facts = RunFacts(self.base_url, started_at, ended - start, connected_end, stale,
                          self.interrupted, self.target.rss_peak_mib if self.target else None,
                          because, wanted_end, hint)
