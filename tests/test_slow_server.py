@@ -1,14 +1,18 @@
-"""A slow server makes load-test sessions slower, not dead: admission options and the report."""
+"""A slow server makes sessions slower, not dead: load-test admission options, the report,
+and a slow handshake reported as server latency, not as a protocol mismatch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_cli import read_report, supervisor
 from test_loadtest import FakeClock, config_of
 
+from supervisor._machine import handshake_overdue
 from supervisor.loadtest.metrics import Metrics
 from supervisor.loadtest.progress import saturation_line
+from supervisor.loadtest.verdict import classify
 
 
 class TestAdmissionOptions:
@@ -95,3 +99,25 @@ class TestSlowServer:
         assert saturation["max_handshakes_in_flight"] == 1
         assert report["counts"]["errors"] == {}
         assert "still connecting at the end" in result.stdout
+
+
+class TestSlowHandshakeHint:
+    """'Is the protocol right?' only on evidence of a mismatch; slowness is server latency."""
+
+    @pytest.mark.parametrize(("phases", "protocol", "says", "cause"), [
+        ({}, "chainlit", "no WebSocket upgrade within 10s", "timeout"),
+        ({}, "websocket", "no WebSocket upgrade within 10s", "timeout"),
+        ({"upgrade": 0.1}, "socketio", "is the protocol right for this server?", "protocol"),
+        ({"upgrade": 0.1}, "chainlit", "is the protocol right for this server?", "protocol"),
+        ({"upgrade": 0.1, "open": 0.2}, "chainlit", "did not finish the connect", "timeout"),
+        ({"upgrade": 0.1, "open": 0.2, "namespace": 3.0}, "chainlit",
+         "did not finish the connect", "timeout"),
+    ])
+    def test_the_phases_reached_decide_the_message(self, phases: dict[str, float],
+                                                   protocol: str, says: str,
+                                                   cause: str) -> None:
+        """The message follows the last phase reached, and the verdict reads it right."""
+        message = handshake_overdue(10.0, phases, protocol)
+        assert says in message
+        assert ("protocol right" in message) == (cause == "protocol")
+        assert classify(f"HandshakeError: {message}") == cause
