@@ -3,13 +3,18 @@ and a slow handshake reported as server latency, not as a protocol mismatch."""
 
 from __future__ import annotations
 
+import random
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import read_report, supervisor
 from test_loadtest import FakeClock, config_of
 
+from supervisor import Lifecycle, LifecycleKind
 from supervisor._machine import handshake_overdue
+from supervisor.loadtest.driver import Driver, RunContext
 from supervisor.loadtest.metrics import Metrics
 from supervisor.loadtest.progress import saturation_line
 from supervisor.loadtest.verdict import classify
@@ -121,3 +126,47 @@ class TestSlowHandshakeHint:
         assert says in message
         assert ("protocol right" in message) == (cause == "protocol")
         assert classify(f"HandshakeError: {message}") == cause
+
+
+class TestConnectedThroughAResume:
+    """connected_peak: a session holds a connection through a thread switch, old or new."""
+
+    @staticmethod
+    def driver() -> tuple[Driver, Metrics]:
+        metrics = Metrics(1, clock=FakeClock())
+        supervisor: Any = None  # the callbacks under test never reach it
+        ctx = RunContext(config_of(), metrics, supervisor, "ws://127.0.0.1:1/ws",
+                         threading.Event(), float("inf"), lambda _n: {})
+        return Driver(ctx, 1, random.Random(1)), metrics
+
+    @staticmethod
+    def event(kind: LifecycleKind, generation: int, cause: str | None = None,
+              **timings: float) -> Lifecycle:
+        return Lifecycle("lt00001", kind, "t", generation, 0.0, cause=cause,
+                         error="HandshakeError" if kind is LifecycleKind.LOST else None,
+                         reason="lost" if kind is LifecycleKind.LOST else None,
+                         timings=timings)
+
+    def test_any_resume_keeps_the_session_connected(self) -> None:
+        """Through every resume, even one the driver did not ask for; a loss ends it."""
+        driver, metrics = self.driver()
+        steps = [
+            (self.event(LifecycleKind.CONNECTING, 1, "open"), 0),
+            (self.event(LifecycleKind.CONNECTED, 1, total=0.2, admission=0.05), 1),
+            (self.event(LifecycleKind.CONNECTING, 2, "resume"), 1),
+            (self.event(LifecycleKind.CONNECTED, 2, total=0.1), 1),
+            (self.event(LifecycleKind.LOST, 2), 0),
+            (self.event(LifecycleKind.CONNECTING, 3, "restart"), 0),
+            (self.event(LifecycleKind.CONNECTED, 3, total=0.1), 1),
+            (self.event(LifecycleKind.CONNECTING, 4, "resume"), 1),
+            (self.event(LifecycleKind.LOST, 4), 0),  # the switch failed: nothing is open
+        ]
+        seen = []
+        for event, _ in steps:
+            driver.on_lifecycle(event)
+            seen.append(metrics.connected_now())
+        assert seen == [expected for _, expected in steps]
+        assert metrics.session_figures()["connected_peak"] == 1
+        latencies = metrics.latencies()
+        assert (latencies["admission_wait"]["count"], latencies["handshake"]["count"]) == (1, 1)
+        assert latencies["handshake"]["p50"] == pytest.approx(150.0, rel=1e-3)  # 3 digits

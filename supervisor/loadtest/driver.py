@@ -126,7 +126,6 @@ class Driver:
         self._books = threading.Lock()
         self._in_flight = False
         self._loss: tuple[str, str] | None = None
-        self._resuming = False
 
     # --- callbacks (run in the session's actor: keep them short) ----------------
 
@@ -134,9 +133,10 @@ class Driver:
         metrics, kind = self.ctx.metrics, event.kind
         if kind is LifecycleKind.CONNECTING:
             metrics.count("handshakes")
-            if not self._resuming:
-                # The old connection is gone; a thread switch the session asked for
-                # keeps it active (connected_end counts it), unless the switch fails.
+            if event.cause != "resume":
+                # A connect or restart: nothing is open. A thread switch, whoever asked
+                # for it, holds a connection throughout (the old one closing, the new one
+                # opening, as the OS sees it): still connected, unless the switch fails.
                 metrics.session_disconnected(self.session_id)
         elif kind is LifecycleKind.CONNECTED:
             self._on_connected(event)
@@ -359,7 +359,6 @@ class Driver:
         self._thread_index = (self._thread_index + 1) % len(self.threads)
         started = self.ctx.clock()
         self._begin()
-        self._resuming = True
         failed = False
         patience = self._patience()
         try:
@@ -371,7 +370,6 @@ class Driver:
                 self._failed("resume", exc)
             return
         finally:
-            self._resuming = False
             self._end(failed=failed)
         if result.superseded:
             return
