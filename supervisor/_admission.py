@@ -13,8 +13,8 @@ is kept by the supervisor's timer, not by a sleeping thread.
 Two classes of request, so a storm of one cannot starve the other: a session's
 first connect, and everything else (resumes, reconnects after a loss or a
 crash). While both wait, admissions alternate between them; while one waits
-alone, it takes every slot. A request never waits behind more than twice the
-requests queued ahead of it in its own class.
+alone, it takes every slot. A request with k requests ahead of it in its class
+starts within 2k+1 admissions.
 """
 
 from __future__ import annotations
