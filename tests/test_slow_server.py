@@ -58,6 +58,20 @@ class TestNeverConnected:
         assert (figures["failed"], figures["connecting_end"]) == (1, 1)
         assert metrics.errors() == {"session_never_connected": 1}
 
+    def test_connects_after_the_end_do_not_count(self) -> None:
+        """Handshakes finishing while the sessions close add neither to the peak nor to
+        the sessions that connected."""
+        metrics = Metrics(2, clock=FakeClock())
+        metrics.session_started("a")
+        metrics.session_started("b")
+        metrics.session_connected("a")
+        metrics.freeze_sessions()
+        metrics.session_connected("b")
+        metrics.session_handshake_failed("b")
+        assert metrics.settle_never_connected() == 1
+        figures = metrics.session_figures()
+        assert (figures["connected_peak"], figures["failed"]) == (1, 1)
+
     def test_everyone_fails_when_nothing_connected(self) -> None:
         """A run where no session connected counts every one of them as failed."""
         metrics = Metrics(2, clock=FakeClock())

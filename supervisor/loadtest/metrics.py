@@ -136,6 +136,8 @@ class _SessionBook:
     cut: set[str] = field(default_factory=set)
     """Still connecting when the run ended, no handshake of theirs failed: not failures
     (queued for admission, or within their connect timeout, behind a slow server)."""
+    frozen: bool = False
+    """The run ended: connects completing while the sessions close are not counted."""
     handshake_failed: set[str] = field(default_factory=set)
     """Sessions with at least one failed handshake (each had its whole connect timeout)."""
     peak: int = 0
@@ -272,9 +274,17 @@ class Metrics:
         with self._lock:
             self._sessions.handshake_failed.add(session_id)
 
+    def freeze_sessions(self) -> None:
+        """The run ended: from now on a connect (a handshake finishing while the sessions
+        close) no longer counts, neither for the peak nor as a session that connected."""
+        with self._lock:
+            self._sessions.frozen = True
+
     def session_connected(self, session_id: str) -> None:
         with self._lock:
             book = self._sessions
+            if book.frozen:
+                return
             book.connected.add(session_id)
             book.ever_connected.add(session_id)
             book.peak = max(book.peak, len(book.connected))

@@ -216,6 +216,7 @@ class LoadTest:
             self.stop.set()
             ended = time.monotonic()
             spawner.join(timeout=2.0)
+            self.metrics.freeze_sessions()
             connected_end = self.metrics.connected_now()
             wanted_end = self.shape.wanted_at(ended - start)
             self.metrics.roll()  # the last, partial interval
