@@ -9,6 +9,7 @@ by the run's deadline, and every wait by a timeout and by that deadline.
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -299,19 +300,23 @@ class Driver:
                             ctx.deadline)
                 self.retired.wait(max(0.0, min(until - now, 0.25)))
 
-    def _patience(self) -> float:
+    def _patience(self, unbounded_run: float) -> float:
         """How long a connect (first, or a resume's) may wait: until the run ends.
 
         Time queued for admission is the server's saturation, not a failure:
         each handshake has its whole ``--connect-timeout`` from its admission
         (the session's own deadline, which restarts it), so a failing server
-        shows as failed handshakes and a slow one as admission wait.
+        shows as failed handshakes and a slow one as admission wait. A run
+        without a deadline of its own (Locust paces it) waits ``unbounded_run``.
         """
-        return max(0.0, self.ctx.remaining()) + self.ctx.config.connect_timeout
+        remaining = self.ctx.remaining()
+        if not math.isfinite(remaining):
+            return unbounded_run
+        return max(0.0, remaining) + self.ctx.config.connect_timeout
 
     def _connect_first(self, session: Session) -> bool:
         """Wait until the session first connects; False if it failed or the run ended."""
-        patience = self._patience()
+        patience = self._patience(self.ctx.config.connect_timeout * 3)
         future = session.resume(self.threads[0], timeout=patience)
         try:
             self._wait(future, patience)
@@ -360,7 +365,7 @@ class Driver:
         started = self.ctx.clock()
         self._begin()
         failed = False
-        patience = self._patience()
+        patience = self._patience(self.ctx.config.connect_timeout + 5.0)
         try:
             result = self._wait(session.resume(self.threads[self._thread_index],
                                                timeout=patience), patience)
