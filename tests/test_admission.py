@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from recording_server import RecordingServer
+from support import fast_policy, wait_until
 
-from supervisor import SessionSpec
+from supervisor import SessionSpec, Supervisor
 from supervisor._admission import Admission, AdmissionQueue, Ticket
 from supervisor._transport import Connection, OpenFailed, TransportOptions
 from supervisor.errors import HandshakeError
@@ -246,3 +247,31 @@ class TestNoThreadBeforeAdmission:
         assert all(isinstance(r.error, HandshakeError) for r in failures)
         assert admission.waiting == 0
         assert reports.empty()
+
+
+@pytest.mark.concurrency
+class TestFirstConnectsNotStarved:
+    """Real sockets: a new session's connect overtakes a queue of resumes."""
+
+    def test_a_first_connect_goes_within_two_admissions(
+            self, ws_server: RecordingServer) -> None:
+        """Six resumes queued one at a time; a session opened after them connects second
+        or third, not seventh (as first-in first-out would have it)."""
+        with Supervisor.start(fast_policy(max_handshakes_in_flight=1)) as sup:
+            sessions = [sup.open(SessionSpec(url=ws_server.url, thread_id=f"t-{n}"))
+                        for n in range(6)]
+            for session in sessions:
+                session.resume(session.spec.thread_id).get(timeout=10)
+            admission = sup._ref._actor_weakref()._admission  # type: ignore[union-attr]
+            mark = len(ws_server.handshakes())
+            ws_server.set_handshake_delay(0.3)
+            resumed = [session.resume(f"r-{n}") for n, session in enumerate(sessions)]
+            wait_until(lambda: admission.waiting == 5, what="five resumes queued")
+            newcomer = sup.open(SessionSpec(url=ws_server.url, thread_id="t-new"))
+            wait_until(lambda: admission.waiting == 6, what="the first connect queued")
+            newcomer.resume("t-new").get(timeout=20)
+            for future in resumed:
+                future.get(timeout=20)
+        order = [h["thread"] for h in ws_server.handshakes(since=mark)]
+        assert sorted(order) == sorted([*(f"r-{n}" for n in range(6)), "t-new"])
+        assert order.index("t-new") <= 2, order
