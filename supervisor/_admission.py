@@ -7,8 +7,9 @@ Nothing waits in a thread: a connection asks for a slot with
 :meth:`Admission.request` and its handshake thread is started only once it is
 admitted. Waiting requests are data in :class:`AdmissionQueue` (pure code, the
 clock passed in), bounded by ``max_waiting`` and in practice by the number of
-sessions (a session has at most one handshake pending). The per-second spacing
-is kept by the supervisor's timer, not by a sleeping thread.
+sessions (a session has at most one handshake pending). An admitted request
+takes its slot at once and gets a start time, evenly spaced by the per-second
+limit; a timer starts it then, not a sleeping thread.
 
 Two classes of request, so a storm of one cannot starve the other: a session's
 first connect, and everything else (resumes, reconnects after a loss or a
@@ -24,11 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-
-BURST_S = 0.05
-"""Starts that fall due while the timer was late (or the queue idle) may go at once,
-up to this many seconds' worth of the rate (at least one): a late timer tick does not
-lower the rate, and a burst never exceeds 50 ms of it."""
 
 MAX_WAITING = 1_000_000
 """Requests queued at most; past it a handshake fails at once (far above any session
@@ -66,7 +62,6 @@ class AdmissionQueue:
             raise ValueError(msg)
         self._max_in_flight = max_in_flight
         self._interval = 1.0 / max_per_second
-        self._burst = max(1, math.ceil(max_per_second * BURST_S))
         self._max_waiting = max_waiting
         self._queues: dict[bool, deque[Ticket]] = {True: deque(), False: deque()}
         """By class (``first``), oldest first; cancelled tickets are skipped when met."""
@@ -101,21 +96,20 @@ class AdmissionQueue:
         """An admitted handshake ended (either way)."""
         self.in_flight -= 1
 
-    def admit(self, now: float) -> tuple[list[Ticket], float | None]:
-        """The tickets that start now, and when to call again (None: on ``finish`` or
-        ``push`` only, because nothing waits or every slot is taken)."""
-        admitted: list[Ticket] = []
+    def admit(self, now: float) -> list[tuple[Ticket, float]]:
+        """The tickets admitted now (each takes a slot), with the time each may start:
+        now, or later to keep starts ``1 / max_per_second`` apart. Call again on
+        ``push`` and ``finish``: nothing else frees a slot."""
+        admitted: list[tuple[Ticket, float]] = []
         while self.waiting and self.in_flight < self._max_in_flight:
-            if now < self._next_start:
-                return admitted, self._next_start
             ticket = self._pop()
             ticket.state = ADMITTED
             self.waiting -= 1
             self.in_flight += 1
-            admitted.append(ticket)
-            slack = (self._burst - 1) * self._interval
-            self._next_start = max(self._next_start, now - slack) + self._interval
-        return admitted, None
+            start = max(now, self._next_start)
+            self._next_start = start + self._interval
+            admitted.append((ticket, start))
+        return admitted
 
     def _pop(self) -> Ticket:
         """The next waiting ticket: alternate between the classes while both wait."""
@@ -133,9 +127,9 @@ class AdmissionQueue:
 class Admission:
     """Internal: the queue above behind a lock, with a timer for the spacing.
 
-    ``request`` never blocks; an admitted ticket's ``start`` runs in whichever
-    thread admitted it (the requester, a handshake that released its slot, or
-    the timer), outside the lock.
+    ``request`` never blocks; an admitted ticket's ``start`` runs at its start
+    time: at once in whichever thread admitted it (the requester, or a handshake
+    that released its slot), outside the lock, or later in the timer's thread.
     """
 
     def __init__(self, max_in_flight: int, max_per_second: float,
@@ -146,8 +140,6 @@ class Admission:
         self._clock = clock
         self._call_later = call_later
         self._lock = threading.Lock()
-        self._wake_at: float | None = None
-        """When the timer will look at the queue again (None: no tick pending)."""
 
     @property
     def in_flight(self) -> int:
@@ -182,28 +174,20 @@ class Admission:
             self._queue.finish()
         self._pump()
 
-    def _tick(self) -> None:
-        with self._lock:
-            self._wake_at = None
-        self._pump()
-
     def _pump(self) -> None:
         now = self._clock()
         with self._lock:
-            admitted, wake = self._queue.admit(now)
-            if wake is not None and (self._wake_at is None or wake < self._wake_at):
-                self._wake_at = wake
+            admitted = self._queue.admit(now)
+        for ticket, start in admitted:
+            if start <= now:
+                ticket.start()
             else:
-                wake = None
-        if wake is not None:
-            self._schedule(wake - now)
-        for ticket in admitted:
-            ticket.start()
+                self._later(start - now, ticket.start)
 
-    def _schedule(self, delay: float) -> None:
+    def _later(self, delay: float, start: Callable[[], None]) -> None:
         if self._call_later is None:
             self._call_later = _shared_timer()
-        self._call_later(delay, self._tick)
+        self._call_later(delay, start)
 
 
 _timer_lock = threading.Lock()

@@ -31,49 +31,36 @@ def names(tickets: list[Ticket], by: dict[int, str]) -> list[str]:
 class TestAdmissionQueue:
     """The pure decisions: slots, spacing, the two classes, cancellation."""
 
-    @pytest.mark.parametrize(("rate", "pushes", "times", "expected"), [
-        # 4/s: one at a time (a burst of 50 ms is less than one start), 0.25 s apart
-        (4.0, 4, [0.0, 0.1, 0.25, 0.5, 0.6, 0.75],
-         [[0], [], [1], [2], [], [3]]),
-        # 100/s: after an idle queue, 5 at once (50 ms of the rate), then one per 10 ms
-        (100.0, 8, [10.0, 10.005, 10.01, 10.02, 10.03],
-         [[0, 1, 2, 3, 4], [], [5], [6], [7]]),
+    @pytest.mark.parametrize(("rate", "batches", "expected"), [
+        # 4/s: four at once are admitted together and start 0.25 s apart
+        (4.0, [(0.0, 4)], [0.0, 0.25, 0.5, 0.75]),
+        # 100/s: 10 ms apart; a later request after an idle spell starts at once
+        (100.0, [(10.0, 3), (20.0, 1)], [10.0, 10.01, 10.02, 20.0]),
+        # one arriving before the previous one's spacing ran out waits for it
+        (4.0, [(0.0, 1), (0.1, 1)], [0.0, 0.25]),
     ])
-    def test_starts_follow_the_rate(self, rate: float, pushes: int, times: list[float],
-                                    expected: list[list[int]]) -> None:
-        """Which queued tickets start at each moment, for a given rate."""
+    def test_starts_follow_the_rate(self, rate: float, batches: list[tuple[float, int]],
+                                    expected: list[float]) -> None:
+        """Each admitted ticket's start time keeps starts 1/rate apart, never earlier."""
         q = AdmissionQueue(1000, rate)
-        tickets = [ticket(str(i)) for i in range(pushes)]
-        by = {id(t): i for i, t in enumerate(tickets)}
-        for t in tickets:
-            assert q.push(t)
-        got = []
-        for now in times:
-            admitted, _ = q.admit(now)
-            got.append([by[id(t)] for t in admitted])
-        assert got == expected
-
-    def test_says_when_to_look_again(self) -> None:
-        """A queue held by the spacing names the moment of the next start; empty, none."""
-        q = AdmissionQueue(10, 4.0)
-        first, second = ticket("a"), ticket("b")
-        q.push(first)
-        q.push(second)
-        assert q.admit(0.0) == ([first], 0.25)
-        assert q.admit(0.1) == ([], 0.25)
-        assert q.admit(0.25) == ([second], None)
+        starts: list[float] = []
+        for now, count in batches:
+            for i in range(count):
+                q.push(ticket(str(i)))
+            starts.extend(start for _, start in q.admit(now))
+        assert starts == pytest.approx(expected)
 
     def test_in_flight_slots_bound_the_starts(self) -> None:
-        """With 2 slots, a third ticket starts only after a finish; no timer is asked for."""
+        """With 2 slots, a third ticket is admitted only after a finish."""
         q = AdmissionQueue(2, 1e9)
         tickets = [ticket(str(i)) for i in range(3)]
         for t in tickets:
             q.push(t)
-        admitted, wake = q.admit(0.0)
-        assert (len(admitted), wake, q.in_flight, q.waiting) == (2, None, 2, 1)
-        assert q.admit(1.0) == ([], None)
+        admitted = q.admit(0.0)
+        assert (len(admitted), q.in_flight, q.waiting) == (2, 2, 1)
+        assert q.admit(1.0) == []
         q.finish()
-        assert q.admit(1.0)[0] == [tickets[2]]
+        assert [t for t, _ in q.admit(1.0)] == [tickets[2]]
 
     @pytest.mark.parametrize(("queued", "expected"), [
         # (class, name) pushed in this order; expected start order with one slot
@@ -95,8 +82,7 @@ class TestAdmissionQueue:
             q.push(t)
         order: list[str] = []
         for step in range(len(queued)):
-            admitted, _ = q.admit(float(step))
-            order.extend(names(admitted, by))
+            order.extend(names([t for t, _ in q.admit(float(step))], by))
             q.finish()
         assert order == expected
 
@@ -112,8 +98,7 @@ class TestAdmissionQueue:
         started: list[Ticket] = []
         for step in range(100):
             q.push(ticket(f"more{step}", first=not lone_first))  # the flood never stops
-            admitted, _ = q.admit(float(step))
-            started.extend(admitted)
+            started.extend(t for t, _ in q.admit(float(step)))
             q.finish()
             if lone in started:
                 break
@@ -126,13 +111,13 @@ class TestAdmissionQueue:
         a, b, c = ticket("a"), ticket("b"), ticket("c")
         for t in (a, b, c):
             q.push(t)
-        assert q.admit(0.0)[0] == [a]
+        assert [t for t, _ in q.admit(0.0)] == [a]
         assert q.cancel(b)
         assert not q.cancel(b)
         assert not q.cancel(a)
         assert q.waiting == 1
         q.finish()
-        assert q.admit(1.0)[0] == [c]
+        assert [t for t, _ in q.admit(1.0)] == [c]
 
     def test_many_cancellations_keep_the_queue_small(self) -> None:
         """Cancelled tickets are dropped from memory, not kept until they reach the front."""
@@ -169,7 +154,8 @@ class TestAdmissionEdge:
     """The lock-and-timer edge: starts run once admitted, the timer keeps the spacing."""
 
     def test_spacing_is_kept_by_the_timer(self) -> None:
-        """At 4/s the second request starts when the timer fires 0.25 s later."""
+        """At 4/s the second request is admitted at once and started by the timer 0.25 s
+        later: no thread waits meanwhile."""
         now = [0.0]
         timer = FakeTimer()
         admission = Admission(10, 4.0, clock=lambda: now[0], call_later=timer)
