@@ -13,9 +13,13 @@ limit; a timer starts it then, not a sleeping thread.
 
 Two classes of request, so a storm of one cannot starve the other: a session's
 first connect, and everything else (resumes, reconnects after a loss or a
-crash). While both wait, admissions alternate between them; while one waits
-alone, it takes every slot. A request with k requests ahead of it in its class
-starts within 2k+1 admissions.
+crash). While both wait, ``FIRST_SHARE`` of every ``FIRST_SHARE + 1``
+admissions go to first connects (a session not connected yet is not in the
+test at all, while one waiting for a resume keeps its connection); while one
+class waits alone, it takes every slot. So neither class starves: a first
+connect with k requests ahead of it in its class is admitted within
+k + 1 + ceil((k + 1) / FIRST_SHARE) admissions, any other request within
+(k + 1) * (FIRST_SHARE + 1).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from collections.abc import Callable
 MAX_WAITING = 1_000_000
 """Requests queued at most; past it a handshake fails at once (far above any session
 count one process holds: the real bound is one request per session)."""
+
+FIRST_SHARE = 3
+"""While both classes wait, first connects take this many admissions per other one."""
 
 WAITING, ADMITTED, CANCELLED = "waiting", "admitted", "cancelled"
 
@@ -65,8 +72,8 @@ class AdmissionQueue:
         self._max_waiting = max_waiting
         self._queues: dict[bool, deque[Ticket]] = {True: deque(), False: deque()}
         """By class (``first``), oldest first; cancelled tickets are skipped when met."""
-        self._prefer_first = True
-        """Which class goes next while both wait (flips after each admission)."""
+        self._firsts_in_row = 0
+        """First connects admitted since the last other request (while both waited)."""
         self._next_start = -math.inf
         self.in_flight = 0
         """Admitted and not finished."""
@@ -112,14 +119,18 @@ class AdmissionQueue:
         return admitted
 
     def _pop(self) -> Ticket:
-        """The next waiting ticket: alternate between the classes while both wait."""
-        for first in (self._prefer_first, not self._prefer_first):
-            queue = self._queues[first]
+        """The next waiting ticket: ``FIRST_SHARE`` first connects per other one while
+        both classes wait; the class that waits alone otherwise."""
+        firsts, others = self._queues[True], self._queues[False]
+        for queue in (firsts, others):
             while queue and queue[0].state != WAITING:
                 queue.popleft()
-            if queue:
-                self._prefer_first = not first
-                return queue.popleft()
+        if firsts and (not others or self._firsts_in_row < FIRST_SHARE):
+            self._firsts_in_row += 1
+            return firsts.popleft()
+        if others:
+            self._firsts_in_row = 0
+            return others.popleft()
         msg = "admission queue counted a waiting ticket it does not hold"
         raise AssertionError(msg)
 
