@@ -140,16 +140,10 @@ class Driver:
                 # opening, as the OS sees it): still connected, unless the switch fails.
                 metrics.session_disconnected(self.session_id)
         elif kind is LifecycleKind.CONNECTED:
-            self._on_connected(event)
+            if not self.ctx.ending:  # not a handshake finishing while the sessions close
+                self._on_connected(event)
         elif kind is LifecycleKind.LOST:
-            metrics.session_disconnected(self.session_id)
-            reason = event.reason or event.error or "connection lost"
-            metrics.reconnect(reason)
-            metrics.note_failure_reason(reason, event.error)
-            if not self.ctx.ending and not self.retired.is_set():
-                if event.generation not in self._connected:
-                    metrics.session_handshake_failed(self.session_id)
-                self._lost(event, reason)
+            self._on_lost(event)
         elif kind is LifecycleKind.RESTART:
             metrics.count("restarts")
             with self._books:
@@ -177,6 +171,19 @@ class Driver:
             if phase in timings:
                 metrics.record(f"connect_{phase}", timings[phase])
         self._connected[event.generation] = (event.at, timings.get("thread"))
+
+    def _on_lost(self, event: Lifecycle) -> None:
+        metrics = self.ctx.metrics
+        metrics.session_disconnected(self.session_id)
+        if self.ctx.ending:
+            return  # closing at the end (a target stopping says 1012): not the run's
+        reason = event.reason or event.error or "connection lost"
+        metrics.reconnect(reason)
+        metrics.note_failure_reason(reason, event.error)
+        if not self.retired.is_set():
+            if event.generation not in self._connected:
+                metrics.session_handshake_failed(self.session_id)
+            self._lost(event, reason)
 
     def _lost(self, event: Lifecycle, reason: str) -> None:
         """Note a lost connection or failed handshake; counted later, once."""
