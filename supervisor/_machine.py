@@ -268,10 +268,8 @@ class SessionMachine(MachineBase):
         if (not isinstance(state, Connecting) or state.attempt.generation != generation
                 or state.expired is not None):
             return  # that handshake finished in time
-        timeout = self._spec.connect_timeout
-        state.expired = HandshakeError(
-            f"handshake not completed within {timeout:g}s (is the protocol right for this "
-            "server?)")
+        state.expired = HandshakeError(handshake_overdue(
+            self._spec.connect_timeout, state.attempt.phases, self._spec.protocol))
         # Wait for the connection's own report before the next handshake, so
         # the server never sees two of this session's handshakes at once.
         if state.next_cause is None:
@@ -479,3 +477,19 @@ class SessionMachine(MachineBase):
         self._emit(io.HandOver(tuple(held)))
         self._emit(io.Report(sup.ActorCrashed(self._spec.session_id, error)))
 
+
+def handshake_overdue(timeout: float, phases: dict[str, float], protocol: str) -> str:
+    """Why a handshake ran past ``connect_timeout``, from the phases it completed.
+
+    Only an upgraded WebSocket on which no Engine.IO open packet came points to a
+    wrong protocol; a handshake stuck before the upgrade, or after Engine.IO open
+    (Socket.IO connect, thread confirmation), met a slow server.
+    """
+    within = f"within {timeout:g}s (connect_timeout)"
+    if "upgrade" not in phases:
+        return f"handshake timeout: no WebSocket upgrade {within}: the server is slow"
+    if protocol != "websocket" and "open" not in phases:
+        return (f"no Engine.IO open packet in {timeout:g}s after the WebSocket opened: is the "
+                "protocol right for this server?")
+    return (f"handshake timeout: the server answered the upgrade and Engine.IO open but did "
+            f"not finish the connect {within}: the server is slow")

@@ -180,9 +180,9 @@ class SessionActor(PooledActor):
                     self._feed(io.Answer(event.generation, ack_id, answer))
             case io.Publish(state):
                 self._record.snapshot = state
-            case io.OpenConnection(generation, codec):
+            case io.OpenConnection(generation, codec, first):
                 conn = Connection(codec, generation, self._report, self._admission,
-                                  self._options)
+                                  self._options, first=first)
                 self._connections[generation] = conn
                 self._record.connection = conn  # Session.state() reads its inbound backlog
                 spec = self._record.spec

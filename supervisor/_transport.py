@@ -45,7 +45,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import websocket
 
 from supervisor import _wsclient as wsc
-from supervisor._admission import Admission, AdmissionCancelled
+from supervisor._admission import Admission, Ticket
 from supervisor._http import REDIRECT_STATUSES, Origin, lookup_chainlit_version
 from supervisor._reactor import reactor
 from supervisor._reports import (
@@ -73,8 +73,12 @@ class Connection(Streams):
     """Internal: one connection attempt (its handshake thread) and, once open, a reactor handler."""
 
     def __init__(self, codec: Codec, generation: int, report: Callable[[Report], None],
-                 admission: Admission, options: TransportOptions) -> None:
+                 admission: Admission, options: TransportOptions, *, first: bool = False) -> None:
         self.generation = generation
+        self._first = first
+        """The session's first connect: admitted in its own class, never starved by resumes."""
+        self._ticket: Ticket | None = None
+        """The request for an admission slot; the handshake thread starts once admitted."""
         self._codec = codec
         self._report = report
         self._admission = admission
@@ -94,13 +98,19 @@ class Connection(Streams):
         self._cancelled = threading.Event()
         self._admitted_at = 0.0
         self._redirect: HandshakeRedirected | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"ws-gen{generation}")
 
     # --- the driver's side (never blocks, never raises) ----------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        """Ask for an admission slot; no thread exists until the handshake is admitted."""
+        ticket = self._admission.request(self._admitted, first=self._first)
+        if ticket is None:
+            self._report(OpenFailed(self.generation, HandshakeError(
+                "too many handshakes queued for admission")))
+            return
+        self._ticket = ticket
+        if self._cancelled.is_set():  # aborted before it asked
+            self._leave_queue()
 
     def close(self, last_frames: Sequence[str | bytes] = ()) -> None:
         """Write ``last_frames`` and a close frame, then stop; ended after ``write_timeout``.
@@ -134,7 +144,7 @@ class Connection(Streams):
     def abort(self) -> None:
         """Stop at once, mid-handshake included: no close frame."""
         self._cancelled.set()
-        self._admission.wake_all()
+        self._leave_queue()
         with self._lock:
             self._by_us = True
             live = self._live is not None
@@ -143,6 +153,23 @@ class Connection(Streams):
             reactor().poke(self)  # the loop ends it, even if it is not reading now
 
     # --- internals -----------------------------------------------------------------
+
+    def _admitted(self) -> None:
+        """The admission's call: the slot is ours, the handshake starts in its own thread."""
+        thread = threading.Thread(target=self._run, daemon=True, name=f"ws-gen{self.generation}")
+        try:
+            thread.start()
+        except RuntimeError as exc:  # out of threads: this handshake fails, the slot frees
+            self._admission.release()
+            self._report(OpenFailed(self.generation, HandshakeError(
+                f"could not start the handshake: {exc}")))
+
+    def _leave_queue(self) -> None:
+        """Withdraw a request still waiting for admission; it reports its end itself."""
+        ticket = self._ticket
+        if ticket is not None and self._admission.cancel(ticket):
+            self._report(OpenFailed(self.generation, HandshakeError(
+                "aborted while waiting for admission")))
 
     def _deadline_passed(self) -> bool:
         """The handshake's deadline thread: shut it down; True: call again (no socket yet)."""
@@ -189,11 +216,7 @@ class Connection(Streams):
         reactor().poke(self)  # the loop takes over; this handshake thread ends here
 
     def _open(self) -> tuple[socket.socket, bool]:
-        try:
-            self._admission.acquire(self._cancelled)
-        except AdmissionCancelled:
-            msg = "aborted while waiting for admission"
-            raise HandshakeError(msg) from None
+        # Admitted already (this thread starts only then); the slot is released below.
         self._admitted_at = time.monotonic()
         self._report(Admitted(self.generation))
         # One deadline for everything from here: detection, TCP, TLS, upgrade.
@@ -204,6 +227,7 @@ class Connection(Streams):
             self._handshaking = True
         watch = wsc.deadlines.watch(deadline, self._deadline_passed)
         try:
+            self._check_cancelled()  # aborted between admission and this thread's start
             handshake = self._codec.handshake(self._version_lookup(deadline))
             self._check_cancelled()
             url = handshake.url

@@ -253,6 +253,8 @@ LOADTEST_BAD: dict[str, tuple[str, ...]] = {
     "runtime": ("fibers",),
     "seed": ("x", "1.5"),
     "processes": ("0", "-2", "two"),
+    "max-handshakes-in-flight": ("0", "-1", "many"),
+    "max-handshakes-per-second": ("0", "nan", "fast"),
     "interval": ("0", "-1"),
     "stop-timeout": ("0",),
     "quiet": ("=maybe",),

@@ -243,21 +243,22 @@ class TestMetrics:
         metrics.session_failed("c", "refused")
         figures = metrics.session_figures()
         assert figures == {"started": 3, "connected_peak": 2, "connected": 1, "failed": 1,
-                           "gave_up": 1}
+                           "gave_up": 1, "connecting_end": 0}
         assert metrics.first_failure == "refused"
 
     def test_sessions_still_connecting_at_the_end_are_not_failures(self) -> None:
-        """Never connected: failed after the connect timeout, cut by the end within it."""
+        """Never connected: failed after a failed handshake, else still connecting (cut)."""
         clock = FakeClock()
         metrics = Metrics(requested=3, clock=clock)
-        metrics.session_started("old")
-        clock.now += 8.0
-        metrics.session_started("young")
+        metrics.session_started("tried")
+        metrics.session_handshake_failed("tried")
+        metrics.session_started("queued")
         metrics.session_started("retired")
         metrics.session_retired("retired")
-        clock.now += 2.0
-        assert metrics.settle_never_connected(grace_s=5.0) == 1
+        clock.now += 30.0
+        assert metrics.settle_never_connected() == 1
         assert metrics.session_figures()["failed"] == 1
+        assert metrics.session_figures()["connecting_end"] == 1
         assert metrics.error_details()["session_never_connected"]["count"] == 1
 
     def test_reconnect_reasons_are_bounded(self) -> None:
@@ -284,7 +285,8 @@ def sample_report(**overrides: Any) -> dict[str, Any]:
     metrics.record("first_token", 0.005)
     clock.now += 0.5
     metrics.roll()
-    metrics.settle_never_connected(0.5)  # "b": one failed session
+    metrics.session_handshake_failed("b")
+    metrics.settle_never_connected()  # "b": one failed session
     config = config_of(*overrides.get("args", ()))
     facts = RunFacts("http://127.0.0.1:1", "2026-01-01T00:00:00+00:00", 1.0, 1, 0, False,
                      None, "duration")

@@ -253,7 +253,7 @@ class TestNoStorms:
         assert harness(io.HandshakeDeadline(1), at=2.0) == [("abort", 1)]
         effects = harness(io.ConnFailed(1, ConnectionLost("aborted")))
         assert effects[0] == ("notify", "lost", "t-0", 1, None)
-        assert "not completed within 2s" in harness.state().reason
+        assert "no WebSocket upgrade within 2s" in harness.state().reason
 
 
 class TestIsolation:

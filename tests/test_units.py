@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import pytest
 
 import supervisor
 from supervisor import HandshakeRefused, ProtocolRefused, RestartPolicy, RestartType, SessionSpec
-from supervisor._admission import Admission, AdmissionCancelled
 from supervisor._logging import REDACTED, get_logger, redact_secrets
 from supervisor.policy import RestartBudget
 from supervisor.protocols import Identity, make_codec
@@ -214,60 +212,6 @@ class TestRestartBudget:
         budget.refund()
         assert budget.attempt == 0
         assert budget.spend(None)
-
-
-class TestAdmission:
-    """Admission bounds handshakes in flight and spaces their starts."""
-
-    def test_starts_are_spaced_by_the_rate(self) -> None:
-        """At 4 per second, back-to-back handshakes start 0.25 s apart."""
-        clock = FakeClock()
-        admission = Admission(100, 4.0, clock=clock, sleep=clock.sleep)
-        cancelled = threading.Event()
-        for _ in range(4):
-            admission.acquire(cancelled)
-            admission.release()
-        assert clock.slept == [0.25, 0.25, 0.25]
-
-    def test_in_flight_limit_blocks_until_release(self) -> None:
-        """A third handshake waits while two are in flight, and goes once one ends."""
-        admission = Admission(2, 1e9)
-        never = threading.Event()
-        admission.acquire(never)
-        admission.acquire(never)
-        entered = threading.Event()
-
-        def third() -> None:
-            admission.acquire(never)
-            entered.set()
-
-        thread = threading.Thread(target=third)
-        thread.start()
-        assert not entered.wait(0.05)
-        assert admission.in_flight == 2
-        admission.release()
-        assert entered.wait(5)
-        thread.join(5)
-
-    def test_cancelled_waiter_leaves(self) -> None:
-        """An aborted connection stops waiting for admission."""
-        admission = Admission(1, 1e9)
-        admission.acquire(threading.Event())
-        cancelled = threading.Event()
-        outcome: list[str] = []
-
-        def waiter() -> None:
-            try:
-                admission.acquire(cancelled)
-            except AdmissionCancelled:
-                outcome.append("cancelled")
-
-        thread = threading.Thread(target=waiter)
-        thread.start()
-        cancelled.set()
-        admission.wake_all()
-        thread.join(5)
-        assert outcome == ["cancelled"]
 
 
 class TestWebSocketCodec:

@@ -214,6 +214,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("stop-timeout", 10.0, duration(strict=True), "time allowed for closing "
            "the sessions at the end (default: %(default)ss)", "DURATION", "run"),
     Option("quiet", False, parse_bool, "no live progress", group="run", flag=True),
+    Option("max-handshakes-in-flight", 200, at_least(1, integer=True), "admission control: "
+           "handshakes in flight at once; the rest queue, and time queued never counts "
+           "against --connect-timeout (default: %(default)s)", "N", "run"),
+    Option("max-handshakes-per-second", 500.0, at_least(0.0, strict=True), "admission "
+           "control: handshakes started per second at most (default: %(default)s)", "R",
+           "run"),
     Option("processes", 1, _processes, "processes that run the sessions: N Locust workers "
            "under one master on this machine, -1 one per core; above 1 needs the [locust] "
            "extra (default: %(default)s)", "N", "run"),
@@ -298,6 +304,10 @@ class LoadTestConfig:
     config: str | None = None
     processes: int = 1
     """locust concern (issue 10): worker processes; 1 runs in this process."""
+    max_handshakes_in_flight: int = BY_DEST["max_handshakes_in_flight"].default
+    """Admission control: handshakes in flight at once (``RestartPolicy`` of the run)."""
+    max_handshakes_per_second: float = BY_DEST["max_handshakes_per_second"].default
+    """Admission control: handshakes started per second at most."""
 
     @property
     def embedded(self) -> bool:

@@ -9,6 +9,7 @@ by the run's deadline, and every wait by a timeout and by that deadline.
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -126,7 +127,6 @@ class Driver:
         self._books = threading.Lock()
         self._in_flight = False
         self._loss: tuple[str, str] | None = None
-        self._resuming = False
 
     # --- callbacks (run in the session's actor: keep them short) ----------------
 
@@ -134,19 +134,16 @@ class Driver:
         metrics, kind = self.ctx.metrics, event.kind
         if kind is LifecycleKind.CONNECTING:
             metrics.count("handshakes")
-            if not self._resuming:
-                # The old connection is gone; a thread switch the session asked for
-                # keeps it active (connected_end counts it), unless the switch fails.
+            if event.cause != "resume":
+                # A connect or restart: nothing is open. A thread switch, whoever asked
+                # for it, holds a connection throughout (the old one closing, the new one
+                # opening, as the OS sees it): still connected, unless the switch fails.
                 metrics.session_disconnected(self.session_id)
         elif kind is LifecycleKind.CONNECTED:
-            self._on_connected(event)
+            if not self.ctx.ending:  # not a handshake finishing while the sessions close
+                self._on_connected(event)
         elif kind is LifecycleKind.LOST:
-            metrics.session_disconnected(self.session_id)
-            reason = event.reason or event.error or "connection lost"
-            metrics.reconnect(reason)
-            metrics.note_failure_reason(reason, event.error)
-            if not self.ctx.ending and not self.retired.is_set():
-                self._lost(event, reason)
+            self._on_lost(event)
         elif kind is LifecycleKind.RESTART:
             metrics.count("restarts")
             with self._books:
@@ -167,10 +164,26 @@ class Driver:
         metrics.session_connected(self.session_id)
         if "total" in timings:
             metrics.record("connect", timings["total"])
+            if "admission" in timings:  # our queue, then the server's time
+                metrics.record("admission_wait", timings["admission"])
+                metrics.record("handshake", timings["total"] - timings["admission"])
         for phase in ("upgrade", "open", "namespace"):
             if phase in timings:
                 metrics.record(f"connect_{phase}", timings[phase])
         self._connected[event.generation] = (event.at, timings.get("thread"))
+
+    def _on_lost(self, event: Lifecycle) -> None:
+        metrics = self.ctx.metrics
+        metrics.session_disconnected(self.session_id)
+        if self.ctx.ending:
+            return  # closing at the end (a target stopping says 1012): not the run's
+        reason = event.reason or event.error or "connection lost"
+        metrics.reconnect(reason)
+        metrics.note_failure_reason(reason, event.error)
+        if not self.retired.is_set():
+            if event.generation not in self._connected:
+                metrics.session_handshake_failed(self.session_id)
+            self._lost(event, reason)
 
     def _lost(self, event: Lifecycle, reason: str) -> None:
         """Note a lost connection or failed handshake; counted later, once."""
@@ -294,12 +307,26 @@ class Driver:
                             ctx.deadline)
                 self.retired.wait(max(0.0, min(until - now, 0.25)))
 
+    def _patience(self, unbounded_run: float) -> float:
+        """How long a connect (first, or a resume's) may wait: until the run ends.
+
+        Time queued for admission is the server's saturation, not a failure:
+        each handshake has its whole ``--connect-timeout`` from its admission
+        (the session's own deadline, which restarts it), so a failing server
+        shows as failed handshakes and a slow one as admission wait. A run
+        without a deadline of its own (Locust paces it) waits ``unbounded_run``.
+        """
+        remaining = self.ctx.remaining()
+        if not math.isfinite(remaining):
+            return unbounded_run
+        return max(0.0, remaining) + self.ctx.config.connect_timeout
+
     def _connect_first(self, session: Session) -> bool:
-        """Wait until the session first connects; False if it never does in time."""
-        config = self.ctx.config
-        future = session.resume(self.threads[0])
+        """Wait until the session first connects; False if it failed or the run ended."""
+        patience = self._patience(self.ctx.config.connect_timeout * 3)
+        future = session.resume(self.threads[0], timeout=patience)
         try:
-            self._wait(future, config.connect_timeout * 3)
+            self._wait(future, patience)
         except Cancelled:
             return False
         except pykka.Timeout:
@@ -344,18 +371,17 @@ class Driver:
         self._thread_index = (self._thread_index + 1) % len(self.threads)
         started = self.ctx.clock()
         self._begin()
-        self._resuming = True
         failed = False
+        patience = self._patience(self.ctx.config.connect_timeout + 5.0)
         try:
-            result = self._wait(session.resume(self.threads[self._thread_index]),
-                                self.ctx.config.connect_timeout + 5.0)
+            result = self._wait(session.resume(self.threads[self._thread_index],
+                                               timeout=patience), patience)
         except (pykka.Timeout, SupervisorError) as exc:
             failed = not isinstance(exc, SessionFailed)  # else counted once, as session_failed
             if failed:
                 self._failed("resume", exc)
             return
         finally:
-            self._resuming = False
             self._end(failed=failed)
         if result.superseded:
             return

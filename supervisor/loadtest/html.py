@@ -424,9 +424,26 @@ def _summary(report: Mapping[str, Any]) -> str:
         _panel("Counts", _table(count_rows)), "</div><div>",
         _panel("Reconnects", _tally(counts.get("reconnects_by_reason"), "reason")),
         "</div></div>",
+        _saturation(_dict(report.get("saturation"))),
         _panel("Errors", _error_details(report, counts), _error_note(report)),
         _panel("Latency", _latency_table(_dict(report.get("latency_ms"))),
                "ms over the whole run; — where there was no sample")))
+
+
+def _saturation(figures: Mapping[str, Any]) -> str:
+    """The server's saturation: its latencies, our admission queue, who still waited."""
+    if not figures:
+        return ""
+    rows = []
+    for key, label in (("handshake_ms", "handshake (server)"),
+                       ("first_token_ms", "first token (server)"),
+                       ("admission_wait_ms", "admission wait (our queue)")):
+        got = _dict(figures.get(key))
+        rows.append((label, f"{_ms(got.get('p50'))} / {_ms(got.get('p99'))}"))
+    rows.append(("still connecting at the end", _count(figures.get("connecting_end"))))
+    note = (f"p50 / p99 ms; admission limits {_count(figures.get('max_handshakes_in_flight'))}"
+            f" in flight, {_rate(figures.get('max_handshakes_per_second'))}/s")
+    return _panel("Server saturation", _table(rows), note)
 
 
 def _error_note(report: Mapping[str, Any]) -> str:

@@ -27,9 +27,13 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
 
-LATENCIES = ("connect", "connect_upgrade", "connect_open", "connect_namespace", "resume",
-             "resume_confirmed", "first_token", "token_gap", "turn")
-"""Every latency the report gives (``latency_ms`` keys)."""
+LATENCIES = ("connect", "admission_wait", "handshake", "connect_upgrade", "connect_open",
+             "connect_namespace", "resume", "resume_confirmed", "first_token", "token_gap",
+             "turn")
+"""Every latency the report gives (``latency_ms`` keys). ``connect`` is the whole of a
+successful connect; it splits into ``admission_wait`` (queued for a handshake slot: our
+limit, ``--max-handshakes-in-flight`` and ``--max-handshakes-per-second``) and
+``handshake`` (from admission to ready: the server's time)."""
 
 INTERVAL_LATENCIES = ("turn", "first_token", "connect", "resume")
 """Latencies also tracked per interval (p50 and p99 over time)."""
@@ -130,7 +134,12 @@ class _SessionBook:
     started_at: dict[str, float] = field(default_factory=dict)
     """Each session's start, by id, in seconds into the run."""
     cut: set[str] = field(default_factory=set)
-    """Still connecting when the run ended, within their connect timeout: not failures."""
+    """Still connecting when the run ended, no handshake of theirs failed: not failures
+    (queued for admission, or within their connect timeout, behind a slow server)."""
+    frozen: bool = False
+    """The run ended: connects completing while the sessions close are not counted."""
+    handshake_failed: set[str] = field(default_factory=set)
+    """Sessions with at least one failed handshake (each had its whole connect timeout)."""
     peak: int = 0
     started: int = 0
     first_started_at: float | None = None
@@ -237,20 +246,22 @@ class Metrics:
         with self._lock:
             self._sessions.retired.add(session_id)
 
-    def settle_never_connected(self, grace_s: float) -> int:
+    def settle_never_connected(self, *, everyone: bool = False) -> int:
         """At the end: count sessions that never connected as failed, one error each.
 
-        Left out: sessions the load shape retired (closed on purpose), and those
-        started less than ``grace_s`` (the connect timeout) before the end, which
-        were still within their time to connect when the run stopped.
+        Failed: those with a failed handshake (each handshake has the whole
+        connect timeout from its admission, so the server had its chance), or
+        every one when ``everyone`` (no session ever connected). Left out: the
+        sessions the load shape retired, and those still connecting with no
+        handshake failed: queued for admission or inside their connect timeout
+        behind a slow server, which makes sessions slower, not dead (``cut``).
         """
-        now = self._clock() - self.started_at
         with self._lock:
             book = self._sessions
             waiting = [sid for sid in book.started_at
                        if sid not in book.ever_connected and sid not in book.failed
                        and sid not in book.retired]
-            never = [sid for sid in waiting if now - book.started_at[sid] >= grace_s]
+            never = [sid for sid in waiting if everyone or sid in book.handshake_failed]
             book.failed.update(never)
             book.cut.update(set(waiting) - set(never))
         for _ in never:
@@ -258,9 +269,22 @@ class Metrics:
                        "run ended")
         return len(never)
 
+    def session_handshake_failed(self, session_id: str) -> None:
+        """A handshake of this session failed (refused, broken or past its timeout)."""
+        with self._lock:
+            self._sessions.handshake_failed.add(session_id)
+
+    def freeze_sessions(self) -> None:
+        """The run ended: from now on a connect (a handshake finishing while the sessions
+        close) no longer counts, neither for the peak nor as a session that connected."""
+        with self._lock:
+            self._sessions.frozen = True
+
     def session_connected(self, session_id: str) -> None:
         with self._lock:
             book = self._sessions
+            if book.frozen:
+                return
             book.connected.add(session_id)
             book.ever_connected.add(session_id)
             book.peak = max(book.peak, len(book.connected))
@@ -312,11 +336,14 @@ class Metrics:
             return len(self._sessions.connected)
 
     def session_figures(self) -> dict[str, int]:
-        """``started``, ``connected_peak``, ``connected`` (now), ``failed``, ``gave_up``.
+        """``started``, ``connected_peak``, ``connected`` (now), ``failed``, ``gave_up``,
+        ``connecting_end``.
 
         ``failed`` counts the sessions the restart policy gave up on plus the
         started sessions that never connected: read at the end of a run, it is
         every session that did not work. ``gave_up`` counts only the former.
+        ``connecting_end`` counts those still connecting at the end with no
+        handshake failed (after :meth:`settle_never_connected`).
         """
         with self._lock:
             book = self._sessions
@@ -324,7 +351,7 @@ class Metrics:
                                        | book.cut)
             return {"started": book.started, "connected_peak": book.peak,
                     "connected": len(book.connected), "failed": len(book.failed) + never,
-                    "gave_up": len(book.failed)}
+                    "gave_up": len(book.failed), "connecting_end": len(book.cut)}
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -184,6 +184,22 @@ def _counted(values: Mapping[str, int]) -> str:
     return ", ".join(f"{name}: {count}" for name, count in ordered)
 
 
+def saturation_line(figures: Mapping[str, Any]) -> str:
+    """The server's latency and our admission queue, in one line (see report.saturation)."""
+    def pair(name: str) -> str:
+        got = figures.get(name) or {}
+        return f"p50 {fmt_ms(got.get('p50'))} / p99 {fmt_ms(got.get('p99'))} ms"
+
+    line = (f"handshake {pair('handshake_ms')}, first token {pair('first_token_ms')}; "
+            f"admission wait {pair('admission_wait_ms')} (limits "
+            f"{figures.get('max_handshakes_in_flight')} in flight, "
+            f"{figures.get('max_handshakes_per_second'):g}/s)")
+    waiting = figures.get("connecting_end") or 0
+    if waiting:
+        line += f"; {waiting} sessions still connecting at the end (slowed, not failed)"
+    return line
+
+
 def summary(report: Mapping[str, Any]) -> Group:
     """The end-of-run tables: sessions and counts, then latency percentiles."""
     target, sessions, counts = report["target"], report["sessions"], report["counts"]
@@ -197,6 +213,8 @@ def summary(report: Mapping[str, Any]) -> Group:
                               f"started, peak {sessions['connected_peak']} connected, "
                               f"{sessions['connected_end']} at the end, "
                               f"{sessions['failed']} failed")
+    if "saturation" in report:
+        table.add_row("server", saturation_line(report["saturation"]))
     table.add_row("turns", f"{counts['turns']} ({rates['turns_per_s']:.1f}/s), "
                            f"{counts['turns_failed']} failed, {counts['turns_cancelled']} cut by "
                            f"the end")

@@ -91,7 +91,8 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
     counts = metrics.counts()
     sessions: dict[str, Any] = {"requested": config.sessions, "started": figures["started"],
                 "connected_peak": figures["connected_peak"],
-                "connected_end": facts.connected_end, "failed": figures["failed"]}
+                "connected_end": facts.connected_end, "failed": figures["failed"],
+                "connecting_end": figures["connecting_end"]}
     names = ("handshakes", "connects", "resumes", "resumes_failed", "threads_not_found",
              "messages_sent", "replies", "turns", "turns_failed", "turns_cancelled", "tokens",
              "restarts", "connections_lost")
@@ -112,6 +113,7 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
     sessions["connected_ratio"] = _ratio(facts.connected_end, wanted_end, 1.0)
     sessions["peak_ratio"] = _ratio(figures["connected_peak"], config.sessions, 1.0)
     sessions["wanted_end"] = wanted_end
+    latencies = metrics.latencies()
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "settings": config.settings(),
@@ -122,7 +124,8 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
         "sessions": sessions,
         "counts": report_counts,
         "rates": rates,
-        "latency_ms": metrics.latencies(),
+        "latency_ms": latencies,
+        "saturation": saturation(config, latencies, figures["connecting_end"]),
         "errors": {"ratio": rate, "count": failures, "operations": attempted,
                    "by_kind": details},
         "intervals": list(metrics.intervals),
@@ -136,6 +139,28 @@ def build_report(config: LoadTestConfig, metrics: Metrics, facts: RunFacts) -> d
                       "stopped_because": facts.stopped_because,
                       "interrupted": facts.interrupted, "hint": facts.hint}
     return report
+
+
+SATURATION_FIGURES = ("p50", "p90", "p99", "max")
+
+
+def saturation(config: LoadTestConfig, latencies: Mapping[str, Mapping[str, Any]],
+               connecting_end: int) -> dict[str, Any]:
+    """How saturated the server was: its handshake and first-token latency, and how long
+    handshakes queued for admission (our limits) before the server saw them.
+
+    A slow server makes sessions slower, not failed: ``connecting_end`` counts the
+    sessions still queued or connecting at the end with no handshake failed.
+    """
+    def pick(name: str) -> dict[str, Any]:
+        figures = latencies.get(name, {})
+        return {key: figures.get(key) for key in ("count", *SATURATION_FIGURES)}
+
+    return {"handshake_ms": pick("handshake"), "first_token_ms": pick("first_token"),
+            "admission_wait_ms": pick("admission_wait"),
+            "max_handshakes_in_flight": config.max_handshakes_in_flight,
+            "max_handshakes_per_second": config.max_handshakes_per_second,
+            "connecting_end": connecting_end}
 
 
 def exit_status(stopped_because: str, thresholds: list[dict[str, Any]]) -> int:

@@ -102,7 +102,7 @@ class MergedMetrics(Metrics):
             peak = self._peak
         return {"started": sums["started"], "connected_peak": peak,
                 "connected": sums["connected"], "failed": sums["failed"],
-                "gave_up": sums["gave_up"]}
+                "gave_up": sums["gave_up"], "connecting_end": sums["connecting_end"]}
 
     def connected_now(self) -> int:
         return self.ledger.session_sums()["connected"]

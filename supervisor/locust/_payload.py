@@ -41,7 +41,8 @@ PAYLOAD_KEY = "supervisor"
 """The key of our data in Locust's worker report dict."""
 
 PAYLOAD_VERSION = 1
-SESSION_FIGURES = ("started", "connected_peak", "connected", "failed", "gave_up")
+SESSION_FIGURES = ("started", "connected_peak", "connected", "failed", "gave_up",
+                   "connecting_end")
 MAX_ENCODED_CHARS = 2_000_000
 """A histogram's encoding larger than this is refused (a sane one is a few KiB)."""
 
