@@ -63,8 +63,9 @@ class MachineBase:
         self._session_id = self._fresh_session_id
         self._state: State = Backoff(0)
         self._losses = 0
-        self._connected_once = previous is not None
-        """A connection of this session has been ready (an actor's successor: assumed)."""
+        self._connected_once = previous is not None and previous.generation > 0
+        """A connection of this session has been ready (an actor's successor that had
+        begun connecting: assumed). A new record's snapshot is at generation 0."""
         self._reason: str | None = None
         self._last_backoff: float | None = None
         self._resumes: list[PendingResume] = []

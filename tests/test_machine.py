@@ -355,6 +355,13 @@ class TestFirstConnects:
         harness(Resume("t-1", "r1"))
         assert opened_first(harness) == [False]
 
+    def test_a_new_records_snapshot_still_makes_a_first_connect(self) -> None:
+        """The actor hands a new session's record snapshot (generation 0) over: still first."""
+        fresh = Harness(thread_id="t-0", session_id="m").state()
+        harness = Harness(previous=fresh, thread_id="t-0", session_id="m")
+        harness(io.Start("open"))
+        assert opened_first(harness) == [True]
+
     def test_a_crash_successor_is_not_first(self) -> None:
         """An actor's successor reconnects a session that was live: a restart, not first."""
         harness = connected()

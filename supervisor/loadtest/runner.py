@@ -24,10 +24,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import IO, Any, Protocol
 
-import pykka
-
 from supervisor.chainlit_auth import login, mint_jwt, token_cookies
-from supervisor.errors import HandshakeError, HandshakeRefused
+from supervisor.errors import DeadlineExceeded, HandshakeError, HandshakeRefused
 from supervisor.loadtest.config import LoadTestConfig
 from supervisor.loadtest.driver import Driver, RunContext
 from supervisor.loadtest.metrics import Metrics
@@ -223,7 +221,7 @@ class LoadTest:
             progress.stop()
             try:
                 supervisor.stop(timeout=config.stop_timeout)
-            except pykka.Timeout:  # a swamped supervisor must not cost the report
+            except DeadlineExceeded:  # a swamped supervisor must not cost the report
                 progress.note(f"{PROG}: the sessions did not all close within "
                               f"{config.stop_timeout:g}s (--stop-timeout); reporting anyway")
             stale = self._finish_drivers()
