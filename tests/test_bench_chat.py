@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_chat.py"
 SESSIONS = 5
@@ -40,3 +45,59 @@ def test_tiny_run_measures_every_candidate_it_runs(tmp_path: Path) -> None:
         assert run["first_token_p50_ms"] is not None, run
         assert run["first_token_p99_ms"] >= run["first_token_p50_ms"], run
     assert f"| {SESSIONS} | ours, gevent | 1/1 |" in done.stdout
+
+
+def _bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import one of benchmarks/*.py (they import each other by bare name)."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    return importlib.import_module(name)
+
+
+def test_a_client_past_its_deadline_is_killed_and_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client still running at its deadline is killed, reaped and marked as such."""
+    bench = _bench_module("bench_chat", monkeypatch)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                            start_new_session=True)
+    run = bench.Run("sleeper", 1, 1, status="ok")
+    started = time.monotonic()
+    status, usage = bench.watch_client(proc, 9, started + 1.0, run)  # port 9: nobody there
+    assert status is None
+    assert run.status == "killed at deadline"
+    assert proc.returncode is not None
+    assert proc.returncode < 0  # ended by a signal
+    assert time.monotonic() - started < 30
+    assert usage.ru_utime >= 0
+    assert run.peak_connected == 0
+
+
+def test_percentiles_of_a_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Percentiles of a {value: count} histogram: the smallest value covering the fraction."""
+    candidates = _bench_module("chat_candidates", monkeypatch)
+    uniform = {float(value): 1 for value in range(1, 101)}
+    assert candidates.percentile(uniform, 0.50) == 50.0
+    assert candidates.percentile(uniform, 0.99) == 99.0
+    assert candidates.percentile({5.0: 98, 900.0: 2}, 0.99) == 900.0
+    assert candidates.percentile({}, 0.5) is None
+
+
+def test_profile_top_counts_self_time_of_the_main_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """profile_top: a leaf's samples are its self time; --thread main keeps the lowest id."""
+    profile = _bench_module("profile_top", monkeypatch)
+    raw = tmp_path / "profile.raw"
+    raw.write_text(
+        "thread (100);run (gevent/hub.py);recv (gevent/_socketcommon.py) 6\n"
+        "thread (100);run (gevent/hub.py) 3\n"
+        "thread (100);run (gevent/hub.py);handle (supervisor/_streams.py) 1\n"
+        "thread (205);worker (gevent/threadpool.py);acquire (gevent/_threading.py) 50\n")
+    leaves, total = profile.parse(raw, "main")
+    assert total == 10
+    assert leaves[("recv", "gevent/_socketcommon.py")] == 6
+    assert ("acquire", "gevent/_threading.py") not in leaves
+    table = profile.tables(leaves, total, top=2)
+    assert "| 1 | `recv` | gevent/_socketcommon.py | 60.0 |" in table
+    assert "| gevent | 90.0 |" in table
+    assert "| supervisor | 10.0 |" in table
+    _, everything = profile.parse(raw)
+    assert everything == 60
