@@ -19,7 +19,9 @@ the client's process tree sampled every ``SAMPLE_S``, the baseline being the
 last sample before the target saw the first connection); peak connected (the
 target's ESTABLISHED sockets, from ``/proc/net``); failed sessions, turns and
 first-token p50/p99 from the candidate's own report. A client still running at
-its deadline (duration + ``--grace``) is killed and reported as such.
+its deadline (duration + ``--grace``) is killed and reported as such, its
+Python stacks first written to the log directory (``py-spy dump``, if
+installed).
 Prints a Markdown table of medians with the min-max over the rounds.
 """
 
@@ -30,6 +32,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import statistics
 import subprocess
@@ -48,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 ANNOUNCEMENT = "supervisor target listening on "
 TARGET_START_S = 60.0
 SAMPLE_S = 0.5
+DUMP_TIMEOUT_S = 20.0
 REPLY_TOKENS = "5"
 
 
@@ -123,11 +127,22 @@ class Target:
             self.proc.wait(10)
 
 
+def dump_stacks(pid: int, where: Path) -> None:
+    """Write a hung client's Python stacks (py-spy, when installed) before it is killed."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return
+    with where.open("wb") as out, contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run([spy, "dump", "--pid", str(pid)], stdout=out, stderr=subprocess.STDOUT,
+                       timeout=DUMP_TIMEOUT_S, check=False)
+
+
 def watch_client(proc: subprocess.Popen[bytes], port: int, deadline: float,
-                 run: Run) -> tuple[int | None, Any]:
+                 run: Run, stacks: Path | None = None) -> tuple[int | None, Any]:
     """Sample the client until it exits or its deadline passes (then kill it).
 
-    Returns its exit status (None if killed) and its ``wait4`` rusage.
+    Returns its exit status (None if killed) and its ``wait4`` rusage. A client
+    killed at its deadline first has its stacks written to ``stacks``.
     """
     baseline: int | None = None
     peak_rss = 0
@@ -147,6 +162,8 @@ def watch_client(proc: subprocess.Popen[bytes], port: int, deadline: float,
             baseline = rss  # the last sample before the first connection
         peak_rss = max(peak_rss, rss)
         if time.monotonic() >= deadline:
+            if stacks is not None:
+                dump_stacks(proc.pid, stacks)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -176,7 +193,8 @@ def measure(candidate: Candidate, sessions: int, round_number: int,
                                     stdout=client_log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             exit_status, usage = watch_client(proc, target.port,
-                                              started + args.duration + args.grace, run)
+                                              started + args.duration + args.grace, run,
+                                              folder / f"{stem}.stacks.txt")
             run.wall_s = time.monotonic() - started
             run.cpu_s = usage.ru_utime + usage.ru_stime
         finally:

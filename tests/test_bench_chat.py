@@ -54,14 +54,15 @@ def _bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_a_client_past_its_deadline_is_killed_and_reported(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client still running at its deadline is killed, reaped and marked as such."""
     bench = _bench_module("bench_chat", monkeypatch)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                             start_new_session=True)
     run = bench.Run("sleeper", 1, 1, status="ok")
     started = time.monotonic()
-    status, usage = bench.watch_client(proc, 9, started + 1.0, run)  # port 9: nobody there
+    stacks = tmp_path / "stacks.txt"
+    status, usage = bench.watch_client(proc, 9, started + 1.0, run, stacks)  # port 9: unused
     assert status is None
     assert run.status == "killed at deadline"
     assert proc.returncode is not None
@@ -69,6 +70,8 @@ def test_a_client_past_its_deadline_is_killed_and_reported(
     assert time.monotonic() - started < 30
     assert usage.ru_utime >= 0
     assert run.peak_connected == 0
+    if stacks.exists():  # py-spy installed (the bench extra): its dump, or why it had none
+        assert stacks.read_text().strip()
 
 
 def test_percentiles_of_a_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
