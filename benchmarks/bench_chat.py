@@ -14,9 +14,11 @@ round, so a noisy neighbour slows them alike.
 
 Per run: client CPU seconds (user + system from the client's ``wait4``
 rusage, so every process it started and waited for counts: Artillery's
-workers) per 1,000 completed turns; RSS per session ((peak - baseline) / N,
-the client's process tree sampled every ``SAMPLE_S``, the baseline being the
-last sample before the target saw the first connection); peak connected (the
+workers) per 1,000 completed turns; peak RSS of the client's process tree
+(sampled every ``SAMPLE_S``), per session ((peak - baseline) / N, the baseline
+being the last sample before the target saw the first connection, dropped
+when that sample is over ``BASELINE_MAX_AGE_S`` old) and per added session
+(between two sizes, free of start-up); peak connected (the
 target's ESTABLISHED sockets, from ``/proc/net``); failed sessions, turns and
 first-token p50/p99 from the candidate's own report. A client still running at
 its deadline (duration + ``--grace``) is killed and reported as such, its
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 ANNOUNCEMENT = "supervisor target listening on "
 TARGET_START_S = 60.0
 SAMPLE_S = 0.5
+BASELINE_MAX_AGE_S = 2.0
 DUMP_TIMEOUT_S = 20.0
 REPLY_TOKENS = "5"
 
@@ -71,6 +74,8 @@ class Run:
     peak_connected: int = 0
     own_connected_peak: int | None = None
     rss_baseline_mib: float = 0.0
+    rss_baseline_age_s: float | None = None
+    """Seconds from the baseline sample to the first with a connection (None: not known)."""
     rss_peak_mib: float = 0.0
     first_token_p50_ms: float | None = None
     first_token_p99_ms: float | None = None
@@ -80,7 +85,11 @@ class Run:
         return self.cpu_s / self.turns * 1000 if self.turns else None
 
     @property
-    def rss_kib_per_session(self) -> float:
+    def rss_kib_per_session(self) -> float | None:
+        """(peak - baseline) / N; None when the baseline sample is too old to trust (the
+        runner was starved and missed the client's start-up)."""
+        if self.rss_baseline_age_s is not None and self.rss_baseline_age_s > BASELINE_MAX_AGE_S:
+            return None
         return (self.rss_peak_mib - self.rss_baseline_mib) * 1024 / self.sessions
 
 
@@ -145,6 +154,7 @@ def watch_client(proc: subprocess.Popen[bytes], port: int, deadline: float,
     killed at its deadline first has its stacks written to ``stacks``.
     """
     baseline: int | None = None
+    baseline_at = time.monotonic()
     peak_rss = 0
     connected_seen = False
     while True:  # bounded by the deadline: every pass sleeps SAMPLE_S or returns
@@ -157,9 +167,10 @@ def watch_client(proc: subprocess.Popen[bytes], port: int, deadline: float,
         run.peak_connected = max(run.peak_connected, connected)
         if connected and not connected_seen:
             connected_seen = True
+            run.rss_baseline_age_s = time.monotonic() - baseline_at
             baseline = baseline if baseline is not None else rss
         elif not connected_seen:
-            baseline = rss  # the last sample before the first connection
+            baseline, baseline_at = rss, time.monotonic()  # the last before any connection
         peak_rss = max(peak_rss, rss)
         if time.monotonic() >= deadline:
             if stacks is not None:
@@ -219,10 +230,22 @@ def spread(values: list[float], fmt: str) -> str:
     return middle if low == high else f"{middle} ({low}-{high})"
 
 
+def _median_peak(runs: list[Run]) -> float | None:
+    peaks = [run.rss_peak_mib for run in runs if run.status == "ok"]
+    return statistics.median(peaks) if peaks else None
+
+
 def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
-    lines = ["| N | candidate | rounds ok | client CPU s / 1,000 turns | RSS KiB / session | "
-             "peak connected | failed sessions | turns | first token p50 / p99 ms |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """Markdown: per size and candidate, medians (min-max) of the rounds that ended ok.
+
+    *RSS KiB / added session* compares the median peak RSS with the one at the
+    next smaller size: the memory each extra session costs, free of start-up.
+    """
+    lines = ["| N | candidate | rounds ok | client CPU s / 1,000 turns | RSS peak MiB | "
+             "RSS KiB / session | RSS KiB / added session | peak connected | "
+             "failed sessions | turns | first token p50 / p99 ms |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ordered = sorted(sizes)
     for size in sizes:
         for name in names:
             mine = [run for run in runs if run.candidate == name and run.sessions == size]
@@ -233,17 +256,34 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
             p50 = [run.first_token_p50_ms for run in ok if run.first_token_p50_ms is not None]
             p99 = [run.first_token_p99_ms for run in ok if run.first_token_p99_ms is not None]
             failed = [float(run.failed_sessions) for run in ok if run.failed_sessions is not None]
+            rss = [run.rss_kib_per_session for run in ok if run.rss_kib_per_session is not None]
+            added = "-"
+            smaller = [other for other in ordered if other < size]
+            if smaller:
+                below = [run for run in runs if run.candidate == name
+                         and run.sessions == smaller[-1]]
+                high, low = _median_peak(mine), _median_peak(below)
+                if high is not None and low is not None:
+                    added = f"{(high - low) * 1024 / (size - smaller[-1]):.0f}"
             problems = sorted({run.status for run in mine if run.status != "ok"})
             lines.append(
                 f"| {size:,} | {CANDIDATES[name].label} | {len(ok)}/{len(mine)}"
                 f"{' (' + ', '.join(problems) + ')' if problems else ''} | "
                 f"{spread(per, '.2f')} | "
-                f"{spread([run.rss_kib_per_session for run in ok], '.0f')} | "
+                f"{spread([run.rss_peak_mib for run in ok], '.0f')} | "
+                f"{spread(rss, '.0f')} | {added} | "
                 f"{spread([float(run.peak_connected) for run in ok], ',.0f')} | "
                 f"{spread(failed, '.0f')} | "
                 f"{spread([float(run.turns) for run in ok], ',.0f')} | "
                 f"{spread(p50, ',.0f')} / {spread(p99, ',.0f')} |")
     return "\n".join(lines)
+
+
+def runs_from(paths: list[Path]) -> list[Run]:
+    """The runs saved with ``--json`` (one file or several), for ``--from-json``."""
+    known = {item.name for item in fields(Run)}
+    return [Run(**{key: value for key, value in saved.items() if key in known})
+            for path in paths for saved in json.loads(path.read_text())["runs"]]
 
 
 def cpus_for(args: argparse.Namespace) -> None:
@@ -273,6 +313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--client-cpu", help="CPU list for the clients (default: the second)")
     parser.add_argument("--json", type=Path, help="write every run and the settings here")
     parser.add_argument("--log-dir", type=Path, help="client and target logs (default: a temp dir)")
+    parser.add_argument("--from-json", help="run nothing: print the table of these --json "
+                        "files (comma-separated)")
     args = parser.parse_args(argv)
     args.sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     args.candidates = [name.strip() for name in args.candidates.split(",") if name.strip()]
@@ -286,6 +328,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        saved = runs_from([Path(path) for path in args.from_json.split(",") if path.strip()])
+        sizes = sorted({run.sessions for run in saved})
+        names = [name for name in CANDIDATES if any(run.candidate == name for run in saved)]
+        print(table(saved, sizes, names))
+        return 0
     cpus_for(args)
     folder = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench-chat-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
