@@ -55,6 +55,9 @@ TARGET_START_S = 60.0
 SAMPLE_S = 0.5
 BASELINE_MAX_AGE_S = 2.0
 DUMP_TIMEOUT_S = 20.0
+HUNG = "hung at exit"
+"""A client that reported its run, then did not exit by its deadline (killed)."""
+USABLE = ("ok", HUNG)
 REPLY_TOKENS = "5"
 
 
@@ -200,7 +203,7 @@ def measure(candidate: Candidate, sessions: int, round_number: int,
                                 args.duration, args.think_time, args.resume_every)
             command = pinned(args.client_cpu, candidate.command(scenario, out))
             started = time.monotonic()
-            proc = subprocess.Popen(command, env=candidate.env(scenario), cwd=HERE,
+            proc = subprocess.Popen(command, env=candidate.env(scenario, out), cwd=HERE,
                                     stdout=client_log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             exit_status, usage = watch_client(proc, target.port,
@@ -217,7 +220,12 @@ def measure(candidate: Candidate, sessions: int, round_number: int,
         return run
     outcome = candidate.read(out)
     for key, value in asdict(outcome).items():
-        setattr(run, key, value)
+        if key != "own_cpu_s":
+            setattr(run, key, value)
+    if run.status == "killed at deadline" and outcome.own_cpu_s is not None:
+        # It wrote its figures as the run ended, then never exited: count the CPU it
+        # took up to then, by its own rusage, not the minutes it spent hanging.
+        run.status, run.cpu_s = HUNG, outcome.own_cpu_s
     return run
 
 
@@ -231,7 +239,7 @@ def spread(values: list[float], fmt: str) -> str:
 
 
 def _median_peak(runs: list[Run]) -> float | None:
-    peaks = [run.rss_peak_mib for run in runs if run.status == "ok"]
+    peaks = [run.rss_peak_mib for run in runs if run.status in USABLE]
     return statistics.median(peaks) if peaks else None
 
 
@@ -241,7 +249,7 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
     *RSS KiB / added session* compares the median peak RSS with the one at the
     next smaller size: the memory each extra session costs, free of start-up.
     """
-    lines = ["| N | candidate | rounds ok | client CPU s / 1,000 turns | RSS peak MiB | "
+    lines = ["| N | candidate | rounds used | client CPU s / 1,000 turns | RSS peak MiB | "
              "RSS KiB / session | RSS KiB / added session | peak connected | "
              "failed sessions | turns | first token p50 / p99 ms |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -251,7 +259,7 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
             mine = [run for run in runs if run.candidate == name and run.sessions == size]
             if not mine:
                 continue
-            ok = [run for run in mine if run.status == "ok"]
+            ok = [run for run in mine if run.status in USABLE]
             per = [run.cpu_per_1000_turns for run in ok if run.cpu_per_1000_turns is not None]
             p50 = [run.first_token_p50_ms for run in ok if run.first_token_p50_ms is not None]
             p99 = [run.first_token_p99_ms for run in ok if run.first_token_p99_ms is not None]

@@ -49,6 +49,8 @@ class Outcome:
     first_token_p50_ms: float | None
     first_token_p99_ms: float | None
     own_connected_peak: int | None = None
+    own_cpu_s: float | None = None
+    """CPU seconds the client took by the end of its run, by its own count (Locust)."""
 
 
 class Unavailable(Exception):
@@ -103,19 +105,24 @@ def _locust(scenario: Scenario, out: Path) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(HERE / "locust_sio_user.py"), "--headless",
             "--users", str(scenario.sessions), "--spawn-rate", f"{scenario.spawn_rate:g}",
             "--run-time", f"{round(scenario.duration)}s", "--host", scenario.url,
-            "--json-file", str(out.with_suffix("")), "--only-summary", "--skip-log-setup"]
+            "--only-summary", "--skip-log-setup"]
+
+
+def locust_environment(_scenario: Scenario, out: Path) -> dict[str, str]:
+    """Where ``locust_sio_user.py`` writes its figures as the run stops."""
+    return {"BENCH_LOCUST_OUT": str(out)}
 
 
 def _read_locust(out: Path) -> Outcome:
-    rows: Any = json.loads(out.read_text())
-    named = {row["name"]: row for row in rows}
+    data: Any = json.loads(out.read_text())
+    named = {row["name"]: row for row in data["stats"]}
     turn = named.get("turn", {"num_requests": 0, "num_failures": 0})
     connect = named.get("connect", {"num_failures": 0})
     first = _numeric(named.get("first_token", {}).get("response_times", {}))
     return Outcome(turns=turn["num_requests"] - turn["num_failures"],
                    turns_failed=turn["num_failures"], failed_sessions=connect["num_failures"],
                    first_token_p50_ms=percentile(first, 0.50),
-                   first_token_p99_ms=percentile(first, 0.99))
+                   first_token_p99_ms=percentile(first, 0.99), own_cpu_s=data["cpu_s"])
 
 
 # --- python-socketio AsyncClient --------------------------------------------------
@@ -198,7 +205,7 @@ def _artillery(scenario: Scenario, out: Path) -> list[str]:
     return [str(binary), "run", "--quiet", "--output", str(out), str(script)]
 
 
-def artillery_environment(scenario: Scenario) -> dict[str, str]:
+def artillery_environment(scenario: Scenario, _out: Path) -> dict[str, str]:
     """What ``artillery/chat.js`` reads, and no telemetry sent home."""
     return {"BENCH_DURATION_S": f"{scenario.duration:g}",
             "BENCH_RESUME_EVERY": f"{scenario.resume_every:g}",
@@ -225,17 +232,19 @@ class Candidate:
     label: str
     command: Callable[[Scenario, Path], list[str]]
     read: Callable[[Path], Outcome]
-    environment: Callable[[Scenario], dict[str, str]] = lambda _scenario: {}
+    environment: Callable[[Scenario, Path], dict[str, str]] = lambda _scenario, _out: {}
 
-    def env(self, scenario: Scenario) -> dict[str, str]:
+    def env(self, scenario: Scenario, out: Path) -> dict[str, str]:
         return {**os.environ, "BENCH_THINK_TIME": f"{scenario.think_time:g}",
-                "BENCH_RESUME_EVERY": f"{scenario.resume_every:g}", **self.environment(scenario)}
+                "BENCH_RESUME_EVERY": f"{scenario.resume_every:g}",
+                **self.environment(scenario, out)}
 
 
 CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
     Candidate("ours-gevent", "ours, gevent", _ours("gevent"), _read_ours),
     Candidate("ours-threads", "ours, threads", _ours("threads"), _read_ours),
-    Candidate("locust", "Locust + python-socketio Client", _locust, _read_locust),
+    Candidate("locust", "Locust + python-socketio Client", _locust, _read_locust,
+              locust_environment),
     Candidate("asyncclient", "python-socketio AsyncClient", _asyncclient, _read_asyncclient),
     Candidate("artillery", "Artillery 2 socket.io engine", _artillery, _read_artillery,
               artillery_environment),
