@@ -10,20 +10,39 @@ Settings come from environment variables so the runner can match them.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import gevent
 import socketio  # type: ignore[import-untyped]
-from locust import User, task
+from locust import User, events, task
+from locust.env import Environment
 
 from supervisor.protocols.chat import user_message
 
 THINK_S = float(os.environ.get("BENCH_THINK_TIME", "1.0"))
 RESUME_EVERY = float(os.environ.get("BENCH_RESUME_EVERY", "5.0"))
 TURN_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+RESULTS = os.environ.get("BENCH_LOCUST_OUT")
+"""Where to write the statistics when the run stops (``bench_chat.py`` sets it)."""
+
+
+@events.test_stopping.add_listener
+def _write_results(environment: Environment, **_kwargs: Any) -> None:
+    """The statistics and this process's CPU seconds as the run ends, before Locust
+    stops the users: a run whose users never finish stopping still has its figures."""
+    if not RESULTS or environment.stats is None:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    Path(RESULTS).write_text(json.dumps({"stats": environment.stats.serialize_stats(),
+                                         "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
 class SocketIOChat(User):
@@ -91,4 +110,8 @@ class SocketIOChat(User):
         self._fire("turn", started)
 
     def on_stop(self) -> None:
-        self.client.disconnect()
+        # Bounded: python-socketio's disconnect joins its read loop without a
+        # timeout, and Locust kills users (and waits for them) at the end of the
+        # run; at N=100-3,000 on a busy machine the process then never exited.
+        with gevent.Timeout(STOP_TIMEOUT, False):
+            self.client.disconnect()
