@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import ipaddress
 import itertools
+import socket
 import ssl
 import struct
 import threading
@@ -20,7 +22,9 @@ from typing import Any
 
 import websocket
 import websocket._handshake as _ws_handshake
+import websocket._http as _ws_http
 import websocket._socket as _ws_socket
+import websocket._url as _ws_url
 
 from supervisor._http import TlsOptions
 from supervisor._logging import get_logger
@@ -123,6 +127,38 @@ def bounded_upgrade() -> Iterator[list[bytes]]:
             leftover.append(held[position:])
         _budget.left = None
         _budget.held, _budget.position = b"", 0
+
+
+# --- addresses -----------------------------------------------------------------------------
+
+_original_addrinfo_list = _ws_http._get_addrinfo_list
+
+
+def _addrinfo_list(hostname: str, port: int, is_secure: bool, proxy: Any) -> Any:
+    """websocket-client's address lookup, without a resolver call for an IP literal.
+
+    Under gevent every ``getaddrinfo`` goes through gevent's resolver thread
+    pool, even for ``127.0.0.1``: measured at 2.9 % of a load test's main
+    thread, once per connect and per Resume. With no proxy in play an IP
+    literal is its own address; anything else is websocket-client's to resolve.
+    """
+    try:
+        address = ipaddress.ip_address(hostname)
+        proxy_host = _ws_url.get_proxy_info(hostname, is_secure, proxy.proxy_host,
+                                             proxy.proxy_port, proxy.auth,
+                                             proxy.no_proxy)[0]
+    except (ValueError, TypeError):
+        return _original_addrinfo_list(hostname, port, is_secure, proxy)
+    if proxy_host:
+        return _original_addrinfo_list(hostname, port, is_secure, proxy)
+    if address.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                 (hostname, port, 0, 0))], False, None
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+             (hostname, port))], False, None
+
+
+_ws_http._get_addrinfo_list = _addrinfo_list  # looked up at call time by connect()
 
 
 # --- framing (encoding; ``_frames`` decodes) ----------------------------------------------
