@@ -104,7 +104,7 @@ class TestOneLoop:
                      for _ in range(count)]
             for index, (_, conn) in enumerate(pairs):
                 conn.send(f"m{index}", token=index)
-            for index, (reports, conn) in enumerate(pairs):
+            for index, (reports, _conn) in enumerate(pairs):
                 reports.wait(lambda items: any(isinstance(i, Received) for i in items), "echo")
                 assert received(reports) == [f"m{index}"]
                 assert [w.token for w in reports.of(Written)] == [index]
