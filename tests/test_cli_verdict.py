@@ -51,7 +51,9 @@ class TestDegradedRuns:
         errors = report["errors"]
         assert errors["ratio"] > 0.01
         assert errors["count"] == sum(kind["count"] for kind in errors["by_kind"].values())
-        assert errors["by_kind"]["connection_lost"]["count"] > 0
+        # (the kinds and the counts printed: it failed once, not reproduced since)
+        assert errors["by_kind"].get("connection_lost", {}).get("count", 0) > 0, \
+            (errors["by_kind"], report["counts"])
         # A refused resume is a failed operation, never skipped.
         assert report["counts"]["resumes_failed"] == sum(
             kind["count"] for name, kind in errors["by_kind"].items()
