@@ -91,8 +91,16 @@ class ActorPool:
             self._live_actors -= 1
 
     def schedule(self, actor: PooledActor) -> None:
-        """``actor`` has work and is not queued nor running (its inbox checked that)."""
+        """``actor`` has work: queue it, unless it is queued or running already.
+
+        One critical section per message told: the inbox's flag is guarded by
+        this same lock, so checking it and queueing the actor take it once.
+        """
         with self._cond:
+            inbox = actor.inbox
+            if inbox._scheduled:
+                return
+            inbox._scheduled = True
             self._ready.append((actor, time.monotonic()))
             if self._idle:
                 self._idle -= 1  # claimed: the next schedule does not count on it too
@@ -174,17 +182,13 @@ class PoolInbox:
         self._actor = actor
         self._items: deque[Envelope[Any]] = deque()
         self._scheduled = False
-        """Queued on the pool or running: one worker at a time, guarded by the pool's lock."""
+        """Queued on the pool or running: one worker at a time. Read and written by the
+        pool under its lock (``ActorPool.schedule``, the end of a turn)."""
 
     def put(self, envelope: Envelope[Any], block: bool = True,
             timeout: float | None = None) -> None:
         self._items.append(envelope)
-        pool = self._actor.pool
-        with pool._cond:
-            if self._scheduled:
-                return
-            self._scheduled = True
-        pool.schedule(self._actor)
+        self._actor.pool.schedule(self._actor)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Envelope[Any]:
         try:
@@ -240,8 +244,6 @@ class PooledActor(pykka.Actor):
 
     def _start_actor_loop(self) -> None:
         self.pool.actor_started()
-        with self.pool._cond:
-            self.inbox._scheduled = True
         self.pool.schedule(self)  # the first turn runs on_start
 
     def _run_turn(self) -> bool:

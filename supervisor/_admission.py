@@ -29,6 +29,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
+
+from supervisor._logging import get_logger
+
+_log = get_logger("supervisor.admission")
 
 MAX_WAITING = 1_000_000
 """Requests queued at most; past it a handshake fails at once (far above any session
@@ -45,14 +50,13 @@ CallLater = Callable[[float, Callable[[], None]], None]
 class Ticket:
     """Internal: one handshake's request for a slot."""
 
-    __slots__ = ("first", "queued_at", "start", "state")
+    __slots__ = ("first", "start", "state")
 
-    def __init__(self, start: Callable[[], None], *, first: bool, queued_at: float) -> None:
+    def __init__(self, start: Callable[[], None], *, first: bool) -> None:
         self.start = start
         """Called once, when admitted: starts the handshake (its thread)."""
         self.first = first
         """A session's first connect (else a resume, a reconnect or a restart)."""
-        self.queued_at = queued_at
         self.state = WAITING
 
 
@@ -151,6 +155,8 @@ class Admission:
         self._clock = clock
         self._call_later = call_later
         self._lock = threading.Lock()
+        self._pumping = False
+        """A thread is in ``_pump``'s loop (guarded by ``_lock``)."""
 
     @property
     def in_flight(self) -> int:
@@ -167,7 +173,7 @@ class Admission:
 
         None when the queue is full (``max_waiting``): the handshake fails.
         """
-        ticket = Ticket(start, first=first, queued_at=self._clock())
+        ticket = Ticket(start, first=first)
         with self._lock:
             if not self._queue.push(ticket):
                 return None
@@ -186,14 +192,42 @@ class Admission:
         self._pump()
 
     def _pump(self) -> None:
-        now = self._clock()
+        """Start what may start now, until nothing more may; one thread at a time.
+
+        A start can free its slot at once (no thread to be had: ``release()``
+        from inside ``start()``), which pumps again: that call returns, and
+        this loop admits the next, so a thousand waiting requests never
+        recurse a thousand deep.
+        """
         with self._lock:
-            admitted = self._queue.admit(now)
-        for ticket, start in admitted:
-            if start <= now:
-                ticket.start()
-            else:
-                self._later(start - now, ticket.start)
+            if self._pumping:
+                return  # the pumping thread's next round admits for this caller too
+            self._pumping = True
+        try:
+            while True:
+                now = self._clock()
+                with self._lock:
+                    admitted = self._queue.admit(now)
+                    if not admitted:
+                        self._pumping = False
+                        return
+                for ticket, start in admitted:
+                    if start <= now:
+                        self._start(ticket.start)
+                    else:
+                        self._later(start - now, partial(self._start, ticket.start))
+        except BaseException:
+            with self._lock:
+                self._pumping = False
+            raise
+
+    def _start(self, start: Callable[[], None]) -> None:
+        """Run one admitted ``start``; one that raises gives its slot back, not the rest's."""
+        try:
+            start()
+        except Exception:  # noqa: BLE001 - a bug in one start must not strand the others
+            _log.exception("admission_start_failed")
+            self.release()
 
     def _later(self, delay: float, start: Callable[[], None]) -> None:
         if self._call_later is None:
@@ -206,7 +240,8 @@ _timer: CallLater | None = None
 
 
 def _shared_timer() -> CallLater:
-    """One scheduler thread for admissions made without a supervisor's (tests, tools)."""
+    """One scheduler thread for admissions made without a timer (tests, tools); a
+    supervisor's admission uses the supervisor's own scheduler."""
     global _timer  # one per process, made on first use
     with _timer_lock:
         if _timer is None:

@@ -24,6 +24,8 @@ from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefu
 from supervisor.protocols.socketio import http_base_url
 
 MAX_RESPONSE_HEADER_BYTES = 16 * 1024
+MAX_REFUSAL_BODY = 1024
+"""Bytes of a refusal's body kept on ``HandshakeRefused`` (the upgrade's refusals too)."""
 """An HTTP response whose head is longer than this is refused (a hostile server)."""
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
@@ -195,7 +197,8 @@ def refusal(response: Response) -> HandshakeRefused:
     if response.status in REDIRECT_STATUSES:
         return HandshakeRedirected(response.status, response.headers,
                                    response.header("location"))
-    return HandshakeRefused(response.status, response.headers, response.rest[:1024])
+    return HandshakeRefused(response.status, response.headers,
+                            response.rest[:MAX_REFUSAL_BODY])
 
 
 # --- Chainlit version detection ---------------------------------------------------------

@@ -245,13 +245,12 @@ class SessionMachine(MachineBase):
         server that dislikes the identity style may never answer. Time spent
         queued for admission does not count: a big start is not a failure.
         """
-        state = self._state
-        if isinstance(state, Connecting) and state.attempt.generation == generation:
+        if self._connecting(generation) is not None:
             self._emit(io.StartTimer(self._spec.connect_timeout, io.HandshakeDeadline(generation)))
 
     def _on_opened(self, opened: io.ConnOpened) -> None:
-        state = self._state
-        if not (isinstance(state, Connecting) and state.attempt.generation == opened.generation):
+        state = self._connecting(opened.generation)
+        if state is None:
             self._emit(io.AbortConnection(opened.generation))
             return
         if state.expired is not None:  # opened after its deadline: too late
@@ -264,9 +263,8 @@ class SessionMachine(MachineBase):
         self._apply(attempt, attempt.codec.opened())
 
     def _on_handshake_deadline(self, generation: int) -> None:
-        state = self._state
-        if (not isinstance(state, Connecting) or state.attempt.generation != generation
-                or state.expired is not None):
+        state = self._connecting(generation)
+        if state is None or state.expired is not None:
             return  # that handshake finished in time
         state.expired = HandshakeError(handshake_overdue(
             self._spec.connect_timeout, state.attempt.phases, self._spec.protocol))
@@ -277,8 +275,8 @@ class SessionMachine(MachineBase):
 
     def _on_ended(self, generation: int, error: Exception | None, *, clean: bool) -> None:
         state = self._state
-        if isinstance(state, Connecting) and state.attempt.generation == generation:
-            self._handshake_over(state, error, clean=clean, ended=True)
+        if (connecting := self._connecting(generation)) is not None:
+            self._handshake_over(connecting, error, clean=clean, ended=True)
         elif isinstance(state, Connected) and state.attempt.generation == generation:
             self._lose(state.attempt, error, clean=clean, ended=True)
         # else: a connection we already let go of
@@ -348,6 +346,13 @@ class SessionMachine(MachineBase):
         else:
             self._emit(io.AbortConnection(attempt.generation))
         self._release_sends()
+
+    def _connecting(self, generation: int) -> Connecting | None:
+        """The current state if it is the handshake of ``generation``."""
+        state = self._state
+        if isinstance(state, Connecting) and state.attempt.generation == generation:
+            return state
+        return None
 
     def _attempt_of(self, generation: int) -> Attempt | None:
         """The attempt of ``generation`` if it is the current one."""

@@ -325,8 +325,7 @@ class Streams:
             return
         with self._lock:
             deadline = self._write_deadline
-            left = sum(len(data) for data, _ in self._writes or ()
-                       if isinstance(data, bytes | memoryview))
+            left = self._write_bytes
             if deadline is not None and deadline <= now and self._error is None:
                 timeout = self._options.write_timeout
                 self._error = ConnectionLost(

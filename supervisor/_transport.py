@@ -46,7 +46,12 @@ import websocket
 
 from supervisor import _wsclient as wsc
 from supervisor._admission import Admission, Ticket
-from supervisor._http import REDIRECT_STATUSES, Origin, lookup_chainlit_version
+from supervisor._http import (
+    MAX_REFUSAL_BODY,
+    REDIRECT_STATUSES,
+    Origin,
+    lookup_chainlit_version,
+)
 from supervisor._reactor import reactor
 from supervisor._reports import (
     Admitted,
@@ -315,8 +320,6 @@ def same_origin_target(current: str, location: str) -> str | None:
     return target
 
 
-MAX_REFUSAL_BODY = 1024
-"""Bytes of a refusal's body kept on ``HandshakeRefused`` (as ``_http.refusal`` keeps)."""
 
 
 def _handshake_error(exc: Exception) -> Exception:

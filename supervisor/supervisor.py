@@ -42,8 +42,10 @@ class Supervisor:
                  on_session_failed: FailureCallback | None = None) -> None:
         self.policy = policy
         self._scheduler = Scheduler(policy.clock)
+        # Spaced starts run on this supervisor's timer thread, not a process-wide extra one.
         admission = Admission(policy.max_handshakes_in_flight,
-                              policy.max_handshakes_per_second)
+                              policy.max_handshakes_per_second, policy.clock,
+                              self._scheduler.call_later)
         self._ref = SupervisorActor.start(policy, admission, self._scheduler, on_session_failed)
         self._tap = SupervisorTap(admission)  # metrics and health, read without the mailbox
         self._lock = threading.Lock()

@@ -176,3 +176,12 @@ def echo_handler(peer: Peer) -> None:
             peer.send_frame(payload[:2], 0x8)
             return
         peer.send_frame(payload, opcode)
+
+
+def stall(release: threading.Event) -> Callable[[Peer], None]:
+    """A handler: answer the upgrade, then never read again until ``release`` (60 s at most)."""
+    def handler(peer: Peer) -> None:
+        _, headers = peer.read_request()
+        peer.accept_upgrade(headers)
+        release.wait(60)
+    return handler

@@ -21,7 +21,7 @@ from supervisor.protocols import Identity, make_codec
 def ticket(name: str, *, first: bool = False, log: list[str] | None = None) -> Ticket:
     """A ticket whose start appends ``name`` to ``log``."""
     return Ticket((lambda: log.append(name)) if log is not None else (lambda: None),
-                  first=first, queued_at=0.0)
+                  first=first)
 
 
 def names(tickets: list[Ticket], by: dict[int, str]) -> list[str]:
@@ -193,6 +193,31 @@ class TestAdmissionEdge:
         assert admission.cancel(waiting)
         admission.release()
         assert (log, admission.waiting, admission.in_flight) == (["a"], 0, 0)
+
+    def test_starts_that_give_their_slot_back_at_once_do_not_recurse(self) -> None:
+        """5,000 waiting starts that each release at once (no thread to be had) all run."""
+        admission = Admission(1, 1e9, call_later=FakeTimer())
+        started: list[int] = []
+        held = admission.request(lambda: None)
+        assert held is not None
+        for index in range(5_000):
+            admission.request(lambda index=index: (started.append(index),
+                                                   admission.release()))
+        admission.release()  # the held slot: every waiting start now frees its own
+        assert started == list(range(5_000))
+        assert (admission.in_flight, admission.waiting) == (0, 0)
+
+    def test_a_start_that_raises_gives_its_slot_back_and_the_next_starts(self) -> None:
+        """A start that raises is logged; its slot is released and the next one starts."""
+        admission = Admission(1, 1e9, call_later=FakeTimer())
+        log: list[str] = []
+
+        def broken() -> None:
+            raise RuntimeError("start failed")
+
+        admission.request(broken)
+        admission.request(lambda: log.append("next"))
+        assert (log, admission.in_flight, admission.waiting) == (["next"], 1, 0)
 
 
 def handshake_threads() -> list[threading.Thread]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pykka
 import pytest
-from hostile_server import HostileServer, Peer, echo_handler
+from hostile_server import HostileServer, Peer, echo_handler, stall
 from support import EventLog, fast_policy, wait_until
 
 from supervisor import (
@@ -199,15 +199,6 @@ class TestRedirects:
 def test_same_origin_target(current: str, location: str, expected: str | None) -> None:
     """A redirect is followable only within the same scheme, host and port."""
     assert same_origin_target(current, location) == expected
-
-
-def stall(release: threading.Event) -> Any:
-    """Answer the upgrade, then never read again (until the test releases it)."""
-    def handler(peer: Peer) -> None:
-        _, headers = peer.read_request()
-        peer.accept_upgrade(headers)
-        release.wait(60)
-    return handler
 
 
 @pytest.mark.concurrency

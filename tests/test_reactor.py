@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hostile_server import HostileServer, Peer, echo_handler
+from hostile_server import HostileServer, Peer, echo_handler, stall
 from recording_server import RecordingServer
 from support import EventLog, fast_policy, wait_until
 from tls_certs import SelfSigned, make_self_signed
@@ -224,14 +224,6 @@ class TestReading:
         assert answers == [(0x8, (1000).to_bytes(2, "big"))]
 
 
-def stalled(release: threading.Event) -> Callable[[Peer], None]:
-    def handler(peer: Peer) -> None:
-        _, headers = peer.read_request()
-        peer.accept_upgrade(headers)
-        release.wait(30)
-    return handler
-
-
 @pytest.mark.concurrency
 class TestWriting:
     """Writes the socket cannot take wait in the bounded buffer; the loop enforces write_timeout."""
@@ -240,7 +232,7 @@ class TestWriting:
         """Frames stall; the loop ends the connection past write_timeout, Ended after Written."""
         release = threading.Event()
         try:
-            with HostileServer(stalled(release)) as server:
+            with HostileServer(stall(release)) as server:
                 reports = Reports()
                 conn = connect(server.url(), reports, write_timeout=0.5)
                 for index in range(200):
