@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -69,5 +70,10 @@ if __name__ == "__main__":
                         help="exit after this long even if nobody stops the server")
     args = parser.parse_args()
     limit = raise_fd_limit()
+    # No cyclic GC in the server: a full collection over a few thousand
+    # connections paused it for 30-90 ms in the middle of a 0.1 s message
+    # phase, which the client's figure then carried (docs/benchmarks.md). The
+    # process lives for one run only, so what the collector would free waits.
+    gc.disable()
     print(f"FD_LIMIT {limit}", file=sys.stderr, flush=True)
     asyncio.run(main(args.port, args.backlog, args.max_seconds))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import socket
 import sys
 from typing import Any
@@ -72,4 +73,9 @@ if __name__ == "__main__":
                         help="exit after this long even if nobody stops the server")
     args = parser.parse_args()
     print(f"FD_LIMIT {raise_fd_limit()}", file=sys.stderr, flush=True)
+    # No cyclic GC in the server: a full collection over a few thousand
+    # connections paused it for 30-90 ms in the middle of a 0.1 s message
+    # phase, which the client's figure then carried (docs/benchmarks.md). The
+    # process lives for one run only, so what the collector would free waits.
+    gc.disable()
     asyncio.run(main(args.port, args.backlog, args.max_seconds))

@@ -36,6 +36,7 @@ from typing import Any
 import pykka
 from pykka._envelope import Envelope
 
+from supervisor._futures import new_future
 from supervisor._logging import get_logger
 
 _log = get_logger("supervisor.actor_pool")
@@ -240,7 +241,7 @@ class PooledActor(pykka.Actor):
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
-        return pykka.ThreadingFuture()
+        return new_future()  # lighter than pykka's ThreadingFuture; see _futures
 
     def _start_actor_loop(self) -> None:
         self.pool.actor_started()
