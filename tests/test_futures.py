@@ -112,7 +112,7 @@ class TestRaces:
         for round_ in range(RACE_ROUNDS):
             future: CallbackFuture[int] = new_future()
             calls: list[int] = []
-            future.add_done_callback(lambda f: calls.append(f.get(timeout=0)))
+            future.add_done_callback(lambda f, seen=calls: seen.append(f.get(timeout=0)))
             go = threading.Barrier(3, timeout=10)
             lost: list[int] = []
 
@@ -157,7 +157,7 @@ class TestRaces:
         for round_ in range(RACE_ROUNDS // 10):
             future: CallbackFuture[int] = new_future()
             got: list[int] = []
-            waiters = [start(lambda f=future: got.append(f.get(timeout=10)))
+            waiters = [start(lambda f=future, into=got: into.append(f.get(timeout=10)))
                        for _ in range(5)]
             time.sleep(0)
             future.set(round_)
