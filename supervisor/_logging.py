@@ -69,6 +69,16 @@ def redact_secrets(
     return event_dict
 
 
+LEVELS = {name.lower(): number for name, number in logging.getLevelNamesMapping().items()}
+"""stdlib level numbers by the names structlog's methods have (``"info"``: 20)."""
+
+
+def enabled(log: Any, level: str) -> bool:
+    """Whether ``log`` (from :func:`get_logger`) would emit at ``level``: a check that costs
+    one cached stdlib lookup, where a dropped call still builds its event first."""
+    return bool(log.isEnabledFor(LEVELS[level]))
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger for library module ``name``, redacting, never configured here."""
     return structlog.wrap_logger(

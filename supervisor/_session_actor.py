@@ -24,7 +24,7 @@ from supervisor._actor_pool import PooledActor
 from supervisor._admission import Admission
 from supervisor._callbacks import UserCallbacks
 from supervisor._futures import is_settled, reject, resolve
-from supervisor._logging import get_logger
+from supervisor._logging import enabled, get_logger
 from supervisor._machine import SessionMachine
 from supervisor._record import SessionRecord, fail_command
 from supervisor._timer import Scheduler
@@ -205,7 +205,8 @@ class SessionActor(PooledActor):
             case io.Report(message):
                 _tell_if_alive(self._supervisor, message)
             case io.Log(level, event, fields):
-                getattr(self._log, level)(event, **dict(fields))
+                if enabled(self._log, level):  # the machine logs each connect and resume
+                    getattr(self._log, level)(event, **dict(fields))
             case io.Retired(error, reason):
                 self._record.retire(error, reason)
                 # Inside on_stop pykka is stopping the actor already: the effects after

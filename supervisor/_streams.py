@@ -208,13 +208,19 @@ class Streams:
         return (self._backlog_frames < options.inbound_max_frames
                 and self._backlog_bytes < options.inbound_max_bytes)
 
-    def _enqueue(self, data: bytes, token: object | None) -> None:
+    def _enqueue(self, data: bytes, token: object | None, *, closing: bool = False) -> None:
+        """Write ``data`` now or queue it; ``closing``: it is our close frame, the last."""
         written = overflow = wake = False
         with self._lock:
             writes = self._writes
             if self._by_us or self._over or self._error is not None \
                     or (writes and writes[-1][0] is SHUTDOWN):
                 return  # the connection is ending; the driver hears it from Ended
+            if closing:
+                # In the same critical section as the close frame: a send from another
+                # thread can no longer follow it onto the wire, and an end the loop
+                # reports from now on (the server answering the close at once) is ours.
+                self._by_us = True
             if writes and self._write_bytes + len(data) > self._options.write_buffer_bytes:
                 overflow = True
             else:

@@ -136,7 +136,7 @@ class Connection(Streams):
             self.send(frame)
         # Bounded like any write: the loop ends the connection past write_timeout.
         self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE),
-                      None)
+                      None, closing=True)
         with self._lock:
             self._by_us = True
             if self._writes:

@@ -75,6 +75,7 @@ MAX_UPGRADE_RESPONSE_BYTES = 64 * 1024
 UPGRADE_READ = 4096
 """Bytes asked of the socket per read during the upgrade (websocket-client asks for one)."""
 _original_recv = _ws_socket.recv
+_original_recv_line = _ws_socket.recv_line
 _budget = threading.local()  # greenlet-local under gevent
 
 
@@ -89,24 +90,54 @@ def _bounded_recv(sock: Any, bufsize: int) -> bytes:
     bytes from, and a peer gets no further than the bound. Bytes read past the
     head are the server's first frames: :func:`bounded_upgrade` hands them on.
     """
-    left: int | None = getattr(_budget, "left", None)
-    if left is None:
+    if getattr(_budget, "left", None) is None:
         return bytes(_original_recv(sock, bufsize))
+    if _budget.position >= len(_budget.held):
+        _refill(sock, bufsize)
     held: bytes = _budget.held
     position: int = _budget.position
-    if position >= len(held):
-        if left <= 0:
-            msg = f"upgrade response over {MAX_UPGRADE_RESPONSE_BYTES} bytes"
-            raise HandshakeError(msg)
-        held = bytes(_original_recv(sock, min(max(bufsize, UPGRADE_READ), left)))
-        _budget.left = left - len(held)
-        _budget.held, position = held, 0
     data = held[position:position + bufsize]
     _budget.position = position + len(data)
     return data
 
 
+def _bounded_recv_line(sock: Any) -> bytes:
+    """websocket-client's ``recv_line``: inside :func:`bounded_upgrade`, a line at once.
+
+    Its own asks ``recv`` for one byte per call: cheap system calls once
+    buffered, but still a few Python calls per byte of every header line.
+    """
+    if getattr(_budget, "left", None) is None:
+        return bytes(_original_recv_line(sock))
+    parts: list[bytes] = []
+    while True:
+        if _budget.position >= len(_budget.held):
+            _refill(sock, UPGRADE_READ)
+        held: bytes = _budget.held
+        position: int = _budget.position
+        end = held.find(b"\n", position)
+        stop = len(held) if end < 0 else end + 1
+        parts.append(held[position:stop])
+        _budget.position = stop
+        if end >= 0:
+            return b"".join(parts)
+
+
+def _refill(sock: Any, wanted: int) -> None:
+    """Read the next chunk of the upgrade response into the buffer, within the budget."""
+    left: int = _budget.left
+    if left <= 0:
+        msg = f"upgrade response over {MAX_UPGRADE_RESPONSE_BYTES} bytes"
+        raise HandshakeError(msg)
+    # websocket-client's recv raises on EOF, so this never loops on an empty read.
+    held = bytes(_original_recv(sock, min(max(wanted, UPGRADE_READ), left)))
+    _budget.left = left - len(held)
+    _budget.held, _budget.position = held, 0
+
+
 _ws_socket.recv = _bounded_recv  # recv_line and the refusal body look it up at call time
+# read_headers imported recv_line by name (and websocket._http does not re-export it)
+_ws_http.recv_line = _bounded_recv_line  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

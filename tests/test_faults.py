@@ -31,6 +31,7 @@ from supervisor._callbacks import UserCallbacks
 from supervisor._http import TlsOptions, lookup_chainlit_version
 from supervisor._machine import SessionMachine
 from supervisor._record import SessionRecord
+from supervisor._reports import Opened, Received
 from supervisor._session_actor import SessionActor
 from supervisor._timer import Scheduler
 from supervisor._transport import Connection, OpenFailed, TransportOptions, same_origin_target
@@ -651,6 +652,16 @@ def open_once(url: str, timeout: float = 5.0) -> OpenFailed | Any:
         connection.abort()
 
 
+class Capture:
+    """A stand-in socket that keeps what is sent to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
 class TestUpgradeResponseBound:
     """I9: the upgrade response is read up to a bound, its head and a refusal's body alike."""
 
@@ -675,6 +686,52 @@ class TestUpgradeResponseBound:
         assert isinstance(outcome.error, HandshakeError)
         assert "upgrade response over" in str(outcome.error)
         assert took < 10
+
+    def test_a_header_line_without_end_is_refused_at_the_bound(self) -> None:
+        """One header line that never ends: the line reader stops at the bound too."""
+        stop = threading.Event()
+
+        def endless_line(peer: Peer) -> None:
+            peer.read_request()
+            peer.sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nX-Junk: ")
+            while not stop.is_set():
+                peer.sock.sendall(b"j" * 1000)
+
+        try:
+            with HostileServer(endless_line) as server:
+                outcome = open_once(server.url(), timeout=30.0)
+        finally:
+            stop.set()
+        assert isinstance(outcome, OpenFailed)
+        assert "upgrade response over" in str(outcome.error)
+
+    def test_head_and_first_frame_byte_by_byte(self) -> None:
+        """The head split anywhere, a frame right behind it: opened, and the frame delivered."""
+        def dribble(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            accepted = Peer.__new__(Peer)  # capture what accept_upgrade and send_frame write
+            accepted.sock = Capture()
+            accepted.accept_upgrade(headers)
+            accepted.send_frame(b"first")
+            for byte in accepted.sock.data:
+                peer.sock.sendall(bytes([byte]))
+            peer.sock.recv(1)
+
+        reports: queue.Queue[Any] = queue.Queue()
+        with HostileServer(dribble) as server:
+            codec = make_codec(SessionSpec(url=server.url()).protocol_config, Identity(None),
+                               confirm_resume=False)
+            connection = Connection(codec, 1, reports.put, Admission(10, 100.0),
+                                    TransportOptions(connect_timeout=10.0))
+            connection.start()
+            try:
+                seen = [reports.get(timeout=15)]
+                while not isinstance(seen[-1], Received | OpenFailed):
+                    seen.append(reports.get(timeout=15))
+            finally:
+                connection.abort()
+        assert any(isinstance(report, Opened) for report in seen), seen
+        assert seen[-1].data == "first", seen
 
     def test_refusal_keeps_its_status_and_a_bounded_body(self) -> None:
         """A 403 with a 20 KiB body: HandshakeRefused(403), body cut to 1 KiB."""
