@@ -24,9 +24,9 @@ from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefu
 from supervisor.protocols.socketio import http_base_url
 
 MAX_RESPONSE_HEADER_BYTES = 16 * 1024
+"""An HTTP response whose head is longer than this is refused (a hostile server)."""
 MAX_REFUSAL_BODY = 1024
 """Bytes of a refusal's body kept on ``HandshakeRefused`` (the upgrade's refusals too)."""
-"""An HTTP response whose head is longer than this is refused (a hostile server)."""
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
 _TLS_SCHEMES = frozenset({"wss", "https"})

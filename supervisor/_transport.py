@@ -320,8 +320,6 @@ def same_origin_target(current: str, location: str) -> str | None:
     return target
 
 
-
-
 def _handshake_error(exc: Exception) -> Exception:
     if isinstance(exc, HandshakeError):
         return exc

@@ -70,10 +70,10 @@ class TestSettling:
 class TestWaiting:
     def test_get_on_a_pending_future_times_out(self) -> None:
         future: CallbackFuture[int] = new_future()
-        started = time.monotonic()
-        with pytest.raises(pykka.Timeout):
+        # No lower bound on the time waited: gevent's timers run on the loop's cached
+        # clock and may fire a little before time.monotonic() says the timeout is over.
+        with pytest.raises(pykka.Timeout, match=r"0\.05 seconds"):
             future.get(timeout=0.05)
-        assert time.monotonic() - started >= 0.05
         with pytest.raises(pykka.Timeout):
             future.get(timeout=0)
 
