@@ -23,10 +23,23 @@ from supervisor.loadtest.verdict import classify
 class TestAdmissionOptions:
     """--max-handshakes-in-flight and --max-handshakes-per-second, in every layer."""
 
-    def test_defaults_suit_a_load_test(self) -> None:
-        """Without options: 200 in flight and 500 a second (RestartPolicy allows 100)."""
-        config = config_of()
-        assert (config.max_handshakes_in_flight, config.max_handshakes_per_second) == (200, 500.0)
+    @pytest.mark.parametrize(("args", "limits"), [
+        ((), (100, 500.0)),  # 100 sessions at 20/s, a switch each 5 s: 40/s offered
+        (("--sessions", "5000", "--spawn-rate", "500"), (5000, 3000.0)),  # 500 + 1,000/s
+        (("--sessions", "5000", "--spawn-rate", "500", "--threads-per-session", "1"),
+         (5000, 1000.0)),  # no thread switches
+        (("--sessions", "5000", "--spawn-rate", "500", "--resume-every", "0"), (5000, 1000.0)),
+        (("--stages", "10s:1000,20s:1000,5s:0"), (1000, 600.0)),  # 100/s + 200/s
+        (("--sessions", "5000", "--max-handshakes-in-flight", "50"), (50, 2040.0)),
+        (("--sessions", "5000", "--max-handshakes-per-second", "7"), (5000, 7.0)),
+    ])
+    def test_defaults_follow_the_load_shape(self, args: tuple[str, ...],
+                                            limits: tuple[int, float]) -> None:
+        """Without options admission holds no handshake of the shape back: as many in
+        flight as sessions, twice what the shape starts a second (at least 500)."""
+        config = config_of(*args)
+        assert config.admission_limits == limits
+        assert config.connect_timeout == 30.0
 
     def test_flags_environment_and_file(self, tmp_path: Path) -> None:
         """The file spells them as the flags do; the environment and flags override it."""
@@ -34,10 +47,10 @@ class TestAdmissionOptions:
         path.write_text('[loadtest]\nmax-handshakes-in-flight = 7\n'
                         "max_handshakes_per_second = 3.5\n")
         config = config_of("--config", str(path))
-        assert (config.max_handshakes_in_flight, config.max_handshakes_per_second) == (7, 3.5)
+        assert config.admission_limits == (7, 3.5)
         config = config_of("--config", str(path), "--max-handshakes-per-second", "9",
                            environ={"SUPERVISOR_MAX_HANDSHAKES_IN_FLIGHT": "8"})
-        assert (config.max_handshakes_in_flight, config.max_handshakes_per_second) == (8, 9.0)
+        assert config.admission_limits == (8, 9.0)
         assert config.settings()["max_handshakes_in_flight"] == 8
 
 

@@ -43,6 +43,9 @@ RUNTIMES = ("threads", "gevent")
 INSTALL_HINT = "pip install -e '.[{extra}]'"
 """How a user adds an extra: the package is installed from a checkout, not PyPI."""
 
+MIN_HANDSHAKE_RATE = 500.0
+"""The least admission rate a load test derives from its shape (``RestartPolicy``'s own)."""
+
 Converter = Callable[[Any, str], Any]
 
 
@@ -81,6 +84,18 @@ def _optional_text(value: Any, source: str) -> str | None:
 
 def _optional_int(value: Any, source: str) -> int | None:
     return None if value is None else integer(value, source)
+
+
+_count = at_least(1, integer=True)
+_rate = at_least(0.0, strict=True)
+
+
+def _optional_count(value: Any, source: str) -> int | None:
+    return None if value is None else _count(value, source)
+
+
+def _optional_rate(value: Any, source: str) -> float | None:
+    return None if value is None else _rate(value, source)
 
 
 def _thresholds(value: Any, source: str) -> tuple[Threshold, ...]:
@@ -164,8 +179,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt-secret", None, _optional_text, "mint each session's access token with the "
            "app's CHAINLIT_AUTH_SECRET instead of logging in (user: the USER of --login, "
            "else loadtest-{n}); needs PyJWT", "SECRET", "target"),
-    Option("connect-timeout", 10.0, duration(strict=True), "how long a handshake may take "
-           "(default: %(default)ss)", "DURATION", "target"),
+    Option("connect-timeout", 30.0, duration(strict=True), "how long a handshake may take; "
+           "a saturated server takes seconds over each (default: %(default)ss)", "DURATION",
+           "target"),
     Option("confirm-resume", True, parse_bool, "chainlit: a resume waits for resume_thread / "
            "resume_thread_error; turn off for apps without @cl.on_chat_resume (default: on)",
            group="target", flag=True),
@@ -214,12 +230,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("stop-timeout", 10.0, duration(strict=True), "time allowed for closing "
            "the sessions at the end (default: %(default)ss)", "DURATION", "run"),
     Option("quiet", False, parse_bool, "no live progress", group="run", flag=True),
-    Option("max-handshakes-in-flight", 200, at_least(1, integer=True), "admission control: "
+    Option("max-handshakes-in-flight", None, _optional_count, "admission control: "
            "handshakes in flight at once; the rest queue, and time queued never counts "
-           "against --connect-timeout (default: %(default)s)", "N", "run"),
-    Option("max-handshakes-per-second", 500.0, at_least(0.0, strict=True), "admission "
-           "control: handshakes started per second at most (default: %(default)s)", "R",
-           "run"),
+           "against --connect-timeout (default: the load shape's sessions, so none queues)",
+           "N", "run"),
+    Option("max-handshakes-per-second", None, _optional_rate, "admission control: "
+           "handshakes started per second at most (default: twice what the load shape "
+           f"starts, first connects and thread switches, at least {MIN_HANDSHAKE_RATE:g})",
+           "R", "run"),
     Option("processes", 1, _processes, "processes that run the sessions: N Locust workers "
            "under one master on this machine, -1 one per core; above 1 needs the [locust] "
            "extra (default: %(default)s)", "N", "run"),
@@ -304,10 +322,11 @@ class LoadTestConfig:
     config: str | None = None
     processes: int = 1
     """locust concern (issue 10): worker processes; 1 runs in this process."""
-    max_handshakes_in_flight: int = BY_DEST["max_handshakes_in_flight"].default
-    """Admission control: handshakes in flight at once (``RestartPolicy`` of the run)."""
-    max_handshakes_per_second: float = BY_DEST["max_handshakes_per_second"].default
-    """Admission control: handshakes started per second at most."""
+    max_handshakes_in_flight: int | None = None
+    """Admission control: handshakes in flight at once; None: from the shape (see
+    :attr:`admission_limits`)."""
+    max_handshakes_per_second: float | None = None
+    """Admission control: handshakes started per second at most; None: from the shape."""
 
     @property
     def embedded(self) -> bool:
@@ -320,6 +339,27 @@ class LoadTestConfig:
         if self.stages is not None:
             return Shape(self.stages)
         return Shape.ramp(self.sessions, self.spawn_rate, self.duration)
+
+    @property
+    def admission_limits(self) -> tuple[int, float]:
+        """Handshakes in flight at once and started per second: the options, else the shape's.
+
+        A load test offers the load its shape asks for, as the users it stands for
+        would: by default admission holds no handshake back. A session has at most
+        one in flight, so as many as the shape's sessions; and twice the handshakes a
+        second the shape starts (first connects at its steepest rise, plus every
+        session's thread switches), at least ``MIN_HANDSHAKE_RATE``, so that only a
+        reconnect storm is paced. A server that cannot keep up then shows as its own
+        handshake latency, each handshake with ``--connect-timeout`` at the server;
+        the options, set lower, spare a server and queue the rest.
+        """
+        shape = self.shape
+        in_flight = self.max_handshakes_in_flight or shape.peak
+        if self.max_handshakes_per_second is not None:
+            return in_flight, self.max_handshakes_per_second
+        switching = self.threads_per_session > 1 and self.resume_every > 0
+        switches = shape.peak / self.resume_every if switching else 0.0
+        return in_flight, max(MIN_HANDSHAKE_RATE, 2 * (shape.peak_start_rate + switches))
 
     @property
     def thresholds(self) -> tuple[Threshold, ...]:

@@ -156,10 +156,10 @@ def saturation(config: LoadTestConfig, latencies: Mapping[str, Mapping[str, Any]
         figures = latencies.get(name, {})
         return {key: figures.get(key) for key in ("count", *SATURATION_FIGURES)}
 
+    in_flight, per_second = config.admission_limits
     return {"handshake_ms": pick("handshake"), "first_token_ms": pick("first_token"),
             "admission_wait_ms": pick("admission_wait"),
-            "max_handshakes_in_flight": config.max_handshakes_in_flight,
-            "max_handshakes_per_second": config.max_handshakes_per_second,
+            "max_handshakes_in_flight": in_flight, "max_handshakes_per_second": per_second,
             "connecting_end": connecting_end}
 
 

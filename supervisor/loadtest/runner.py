@@ -185,9 +185,10 @@ class LoadTest:
         if refused is not None:
             return refused
         config = self.config
+        in_flight, per_second = config.admission_limits
         policy = RestartPolicy(backoff_base=0.25, backoff_cap=5.0,
-                               max_handshakes_in_flight=config.max_handshakes_in_flight,
-                               max_handshakes_per_second=config.max_handshakes_per_second,
+                               max_handshakes_in_flight=in_flight,
+                               max_handshakes_per_second=per_second,
                                rng=random.Random(self.rng.getrandbits(64)))
         supervisor = Supervisor.start(policy)
         progress = Progress(self.metrics, config, self.out)

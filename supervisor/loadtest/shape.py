@@ -88,6 +88,17 @@ class Shape:
     def peak(self) -> int:
         return max(stage.sessions for stage in self.stages)
 
+    @property
+    def peak_start_rate(self) -> float:
+        """Sessions started per second at most: the spawn rate, or the steepest rising stage."""
+        if self.spawn_rate:
+            return self.spawn_rate
+        rate, level = 0.0, 0
+        for stage in self.stages:
+            rate = max(rate, (stage.sessions - level) / stage.seconds)
+            level = stage.sessions
+        return rate
+
     def wanted_at(self, elapsed: float) -> int:
         """Sessions wanted ``elapsed`` seconds into the run."""
         if self.spawn_rate:
