@@ -10,7 +10,15 @@ import pykka
 
 from supervisor._futures import new_future
 from supervisor._record import SessionRecord
-from supervisor.messages import Chat, Close, Resume, ResumeResult, Send, SessionState
+from supervisor.messages import (
+    Chat,
+    Close,
+    Resume,
+    ResumeResult,
+    Send,
+    SessionState,
+    SessionStatus,
+)
 from supervisor.protocols.chat import TurnResult
 from supervisor.spec import SessionSpec, check_thread_id, check_timeout
 
@@ -33,6 +41,11 @@ class Session:
     @property
     def spec(self) -> SessionSpec:
         return self._record.spec
+
+    @property
+    def status(self) -> SessionStatus:
+        """The latest published status: :meth:`state`'s, without copying the snapshot."""
+        return self._record.snapshot.status
 
     def resume(self, thread_id: str | None, *,
                timeout: float | None = None) -> pykka.Future[ResumeResult]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from supervisor.cli import build_parser, requested_runtime
 from supervisor.loadtest.config import LoadTestConfig, resolve
+from supervisor.loadtest.driver import Driver, RunContext
 from supervisor.loadtest.metrics import LATENCIES, Metrics, new_histogram, summarize, to_micros
 from supervisor.loadtest.progress import plain_line, summary
 from supervisor.loadtest.report import RunFacts, build_report, csv_rows, error_rate, write_csv
@@ -363,3 +366,40 @@ class TestReport:
         assert "✗ │ errors.ratio<=0.01 │   16.67%" in text
         line = plain_line(Metrics(requested=5).snapshot(), 20.0)
         assert "sessions 0/5 connected" in line
+
+
+@pytest.mark.concurrency
+class TestDriverWaits:
+    """A driver sleeps until its next turn or resume, with no polling: the run's end
+    (the runner wakes every driver) and retirement cut the sleep short."""
+
+    @staticmethod
+    def driver() -> Driver:
+        supervisor: Any = None  # pausing never reaches it
+        ctx = RunContext(config_of(), Metrics(1, clock=FakeClock()), supervisor,
+                         "ws://127.0.0.1:1/ws", threading.Event(), float("inf"), lambda _n: {})
+        return Driver(ctx, 1, random.Random(1))
+
+    @pytest.mark.parametrize("how", ["wake", "retire"])
+    def test_an_hour_long_pause_ends_when_woken(self, how: str) -> None:
+        driver = self.driver()
+        returned = threading.Event()
+
+        def sleep_an_hour() -> None:
+            driver.pause(3600.0)
+            returned.set()
+
+        threading.Thread(target=sleep_an_hour, daemon=True).start()
+        assert not returned.wait(0.05)  # it does sleep
+        getattr(driver, how)()
+        assert returned.wait(10.0)
+        assert driver.ending == (how == "retire")  # wake() follows the run's own end
+
+    def test_a_pause_after_the_wake_returns_at_once(self) -> None:
+        """A wake that came before the pause is not lost."""
+        driver = self.driver()
+        driver.wake()
+        returned = threading.Event()
+        threading.Thread(target=lambda: (driver.pause(3600.0), returned.set()),
+                         daemon=True).start()
+        assert returned.wait(10.0)

@@ -120,6 +120,8 @@ class Driver:
         self._turns_done = 0
         self.retired = threading.Event()
         """Set when the load shape wants one session fewer: this one closes and ends."""
+        self._woken = threading.Event()
+        """Set when the driver must stop waiting: retired, or the run ended (:meth:`wake`)."""
         self._conversation: Conversation = ()
         self._prompt_index = 0
         # A connection lost, not yet counted: counted once, as the failure of the
@@ -236,8 +238,17 @@ class Driver:
     def retire(self) -> None:
         """End this session early (the load shape wants fewer); it closes itself."""
         self.retired.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Cut every wait short: the run ended, or this session was retired."""
+        self._woken.set()
         with self._inbox.cond:
             self._inbox.cond.notify_all()
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until :meth:`wake` (at once if it came already)."""
+        self._woken.wait(max(0.0, seconds))
 
     def run(self) -> None:
         """Open the session and play turns and resumes until the run ends."""
@@ -289,7 +300,7 @@ class Driver:
         think_until = now
         max_steps = int(config.duration * STEPS_PER_SECOND) + 100
         for _ in range(max_steps):
-            if self.ending or session.state().status is SessionStatus.FAILED:
+            if self.ending or session.status is SessionStatus.FAILED:
                 return
             now = ctx.clock()
             turns_left = config.turns == 0 or self._turns_done < config.turns
@@ -303,9 +314,10 @@ class Driver:
                 pause = config.think_time if ok else max(config.think_time, FAILED_TURN_PAUSE_S)
                 think_until = ctx.clock() + pause
             else:
-                until = min(resume_at, think_until if turns_left else float("inf"),
-                            ctx.deadline)
-                self.retired.wait(max(0.0, min(until - now, 0.25)))
+                # Nothing is due before then: a turn, a resume, or the deadline. The
+                # run's early end and retirement wake the driver (wake()).
+                self.pause(min(resume_at, think_until if turns_left else float("inf"),
+                               ctx.deadline) - now)
 
     def _patience(self, unbounded_run: float) -> float:
         """How long a connect (first, or a resume's) may wait: until the run ends.

@@ -215,6 +215,7 @@ class LoadTest:
             self.stop.set()
             ended = time.monotonic()
             spawner.join(timeout=2.0)
+            self._wake_drivers()
             self.metrics.freeze_sessions()
             connected_end = self.metrics.connected_now()
             wanted_end = self.shape.wanted_at(ended - start)
@@ -307,6 +308,13 @@ class LoadTest:
         gave_up = self.metrics.session_figures()["gave_up"]
         return (gave_up >= min(GIVE_UPS_BEFORE_VERDICT, self.config.sessions)
                 or elapsed - first > self.config.connect_timeout + NO_CONNECT_MARGIN_S)
+
+    def _wake_drivers(self) -> None:
+        """The run ended: every driver stops waiting for its next turn or resume."""
+        with self._drivers_lock:
+            drivers = list(self.drivers)
+        for driver, _ in drivers:
+            driver.wake()
 
     def _finish_drivers(self) -> int:
         """Wait (bounded) for the drivers; the stale frames their sessions dropped."""

@@ -59,5 +59,5 @@ class ScenarioSession:
 
     def think(self, seconds: float) -> bool:
         """Wait ``seconds`` (cut short when the run ends); False once it has ended."""
-        self._driver.retired.wait(max(0.0, min(seconds, self._driver.ctx.remaining())))
+        self._driver.pause(min(seconds, self._driver.ctx.remaining()))
         return not self.ending
