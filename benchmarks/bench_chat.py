@@ -7,10 +7,13 @@ The scenario (issue 13): N chat sessions started over ``--ramp`` seconds, a
 turn every ``--think-time`` seconds, a thread switch every
 ``--resume-every`` seconds between two threads, ``--duration`` seconds in all,
 against the embedded load-test target (``supervisor target``, Chainlit over
-Socket.IO, 5 streamed tokens per reply). Each run (one candidate, one N) gets
-a fresh target process pinned to one core and a fresh client process pinned
-to the other (``os.sched_setaffinity``); candidates are interleaved round by
-round, so a noisy neighbour slows them alike.
+Socket.IO, 5 streamed tokens per reply), or with ``--server echo`` against
+``echo_server.py`` (a plain WebSocket echo, a turn being one frame and its
+echo: a server that keeps up with 10,000 sessions, for ours only). Each run
+(one candidate, one N) gets a fresh server process pinned to one core and a
+fresh client process pinned to the other (``os.sched_setaffinity``);
+candidates are interleaved round by round, so a noisy neighbour slows them
+alike.
 
 Per run: client CPU seconds (user + system from the client's ``wait4``
 rusage, so every process it started and waited for counts: Artillery's
@@ -102,13 +105,21 @@ def pinned(cpus: str | None, command: list[str]) -> list[str]:
     return [sys.executable, str(HERE / "pinned.py"), cpus, "--", *command]
 
 
-class Target:
-    """``supervisor target`` in its own process (and its own process group)."""
+SERVERS = {"target": "chainlit", "echo": "websocket"}
+"""``--server``: what each speaks (``Scenario.protocol``)."""
 
-    def __init__(self, cpus: str | None, log: IO[bytes]) -> None:
-        command = pinned(cpus, [sys.executable, "-m", "supervisor", "target", "--port", "0",
-                                "--log-level", "warning", "--reply-tokens", REPLY_TOKENS])
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
+
+class Target:
+    """The server in its own process (and its own process group): ``supervisor target``,
+    or with ``echo`` the WebSocket echo server of ``echo_server.py``."""
+
+    def __init__(self, cpus: str | None, log: IO[bytes], server: str = "target") -> None:
+        if server == "echo":  # it prints "PORT <n>" once listening
+            command = [sys.executable, str(HERE / "echo_server.py"), "--port", "0"]
+        else:
+            command = [sys.executable, "-m", "supervisor", "target", "--port", "0",
+                       "--log-level", "warning", "--reply-tokens", REPLY_TOKENS]
+        self.proc = subprocess.Popen(pinned(cpus, command), stdout=subprocess.PIPE, stderr=log,
                                      start_new_session=True)
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._drain, args=(lines,), daemon=True).start()
@@ -116,9 +127,13 @@ class Target:
             line = lines.get(timeout=TARGET_START_S) or ""
         except queue.Empty:
             line = ""
+        if server == "echo" and line.startswith("PORT "):
+            self.port = int(line.split()[1])
+            self.url = f"ws://127.0.0.1:{self.port}/ws"
+            return
         if not line.startswith(ANNOUNCEMENT):
             self.stop()
-            raise RuntimeError(f"the target did not start in {TARGET_START_S:g}s: {line!r}")
+            raise RuntimeError(f"the {server} did not start in {TARGET_START_S:g}s: {line!r}")
         self.url = line[len(ANNOUNCEMENT):].strip()
         self.port = int(self.url.rsplit(":", 1)[1])
 
@@ -192,15 +207,19 @@ def watch_client(proc: subprocess.Popen[bytes], port: int, deadline: float,
 
 def measure(candidate: Candidate, sessions: int, round_number: int,
             args: argparse.Namespace, folder: Path) -> Run:
+    protocol = SERVERS[args.server]
+    if protocol not in candidate.protocols:
+        raise Unavailable(f"{candidate.label}: cannot play the scenario against the "
+                          f"{args.server} server (it speaks {protocol})")
     run = Run(candidate.name, sessions, round_number, status="ok")
     stem = f"{candidate.name}-n{sessions}-r{round_number}"
     out = folder / f"{stem}.json"
     with (folder / f"{stem}.target.log").open("wb") as target_log, \
             (folder / f"{stem}.client.log").open("wb") as client_log:
-        target = Target(args.target_cpu, target_log)
+        target = Target(args.target_cpu, target_log, args.server)
         try:
             scenario = Scenario(target.url, sessions, max(1.0, sessions / args.ramp),
-                                args.duration, args.think_time, args.resume_every)
+                                args.duration, args.think_time, args.resume_every, protocol)
             command = pinned(args.client_cpu, candidate.command(scenario, out))
             started = time.monotonic()
             proc = subprocess.Popen(command, env=candidate.env(scenario, out), cwd=HERE,
@@ -315,6 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds over which the sessions start (spawn rate N / ramp)")
     parser.add_argument("--think-time", type=float, default=1.0)
     parser.add_argument("--resume-every", type=float, default=5.0)
+    parser.add_argument("--server", choices=SERVERS, default="target",
+                        help="target: the embedded Chainlit target (every candidate); echo: "
+                        "the WebSocket echo server, a server that keeps up (ours only)")
     parser.add_argument("--grace", type=float, default=120.0,
                         help="seconds beyond --duration before a client is killed")
     parser.add_argument("--target-cpu", help="CPU list for the target (default: the first)")

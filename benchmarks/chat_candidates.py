@@ -37,6 +37,9 @@ class Scenario:
     duration: float
     think_time: float
     resume_every: float
+    protocol: str = "chainlit"
+    """What the server speaks: ``chainlit`` (the embedded target) or ``websocket`` (the
+    echo server, ``bench_chat.py --server echo``)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _ours(runtime: str) -> Callable[[Scenario, Path], list[str]]:
                 "--spawn-rate", f"{scenario.spawn_rate:g}", "--duration", f"{scenario.duration:g}",
                 "--think-time", f"{scenario.think_time:g}",
                 "--resume-every", f"{scenario.resume_every:g}", "--threads-per-session", "2",
-                "--quiet", "--json", str(out)]
+                "--protocol", scenario.protocol, "--quiet", "--json", str(out)]
     return command
 
 
@@ -233,6 +236,8 @@ class Candidate:
     command: Callable[[Scenario, Path], list[str]]
     read: Callable[[Path], Outcome]
     environment: Callable[[Scenario, Path], dict[str, str]] = lambda _scenario, _out: {}
+    protocols: tuple[str, ...] = ("chainlit",)
+    """The servers it can play the scenario against (``Scenario.protocol``)."""
 
     def env(self, scenario: Scenario, out: Path) -> dict[str, str]:
         return {**os.environ, "BENCH_THINK_TIME": f"{scenario.think_time:g}",
@@ -241,8 +246,10 @@ class Candidate:
 
 
 CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
-    Candidate("ours-gevent", "ours, gevent", _ours("gevent"), _read_ours),
-    Candidate("ours-threads", "ours, threads", _ours("threads"), _read_ours),
+    Candidate("ours-gevent", "ours, gevent", _ours("gevent"), _read_ours,
+              protocols=("chainlit", "websocket")),
+    Candidate("ours-threads", "ours, threads", _ours("threads"), _read_ours,
+              protocols=("chainlit", "websocket")),
     Candidate("locust", "Locust + python-socketio Client", _locust, _read_locust,
               locust_environment),
     Candidate("asyncclient", "python-socketio AsyncClient", _asyncclient, _read_asyncclient),

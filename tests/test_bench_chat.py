@@ -49,6 +49,25 @@ def test_tiny_run_measures_every_candidate_it_runs(tmp_path: Path) -> None:
     assert f"| {SESSIONS} | ours, gevent | 1/1 |" in done.stdout
 
 
+def test_tiny_run_against_the_echo_server(tmp_path: Path) -> None:
+    """--server echo: ours plays WebSocket turns against echo_server.py; a peer that speaks
+    only Socket.IO is skipped, and says why."""
+    out = tmp_path / "echo.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--server", "echo", "--sizes", str(SESSIONS),
+         "--rounds", "1", "--duration", str(DURATION_S), "--ramp", "1", "--grace", "45",
+         "--candidates", "ours-gevent,locust", "--json", str(out),
+         "--log-dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(out.read_text())
+    [run] = saved["runs"]
+    assert (run["candidate"], run["status"], run["failed_sessions"]) == ("ours-gevent", "ok", 0)
+    assert run["own_connected_peak"] == SESSIONS, run
+    assert run["turns"] >= 1, run
+    assert "speaks websocket" in saved["skipped"]["locust"]
+
+
 def _bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Import one of benchmarks/*.py (they import each other by bare name)."""
     monkeypatch.syspath_prepend(str(BENCH.parent))
