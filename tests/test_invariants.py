@@ -292,6 +292,7 @@ class TestNothingDroppedSilently:
         with pytest.raises(SessionClosed):
             session.send("after close").get(timeout=10)
         assert session.state().status is SessionStatus.CLOSED
+        assert session.status is SessionStatus.CLOSED  # the same snapshot, not copied
         ws_server.release_handshakes()
 
 
