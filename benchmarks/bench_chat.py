@@ -27,6 +27,8 @@ first-token p50/p99 from the candidate's own report. A client still running at
 its deadline (duration + ``--grace``) is killed and reported as such, its
 Python stacks first written to the log directory (``py-spy dump``, if
 installed).
+The server's CPU seconds per 1,000 turns (``/proc/PID/stat``, from its start to
+the client's exit) show whether a client makes it work more for each turn.
 Prints a Markdown table of medians with the min-max over the rounds.
 """
 
@@ -50,7 +52,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chat_candidates import CANDIDATES, Candidate, Scenario, Unavailable
-from chat_probe import established_to, tree_rss_kib
+from chat_probe import cpu_seconds, established_to, tree_rss_kib
 
 HERE = Path(__file__).resolve().parent
 ANNOUNCEMENT = "supervisor target listening on "
@@ -85,10 +87,20 @@ class Run:
     rss_peak_mib: float = 0.0
     first_token_p50_ms: float | None = None
     first_token_p99_ms: float | None = None
+    target_cpu_s: float | None = None
+    """The server's CPU seconds from its start to the client's exit (None: not read)."""
 
     @property
     def cpu_per_1000_turns(self) -> float | None:
         return self.cpu_s / self.turns * 1000 if self.turns else None
+
+    @property
+    def target_cpu_per_1000_turns(self) -> float | None:
+        """What each completed turn cost the server: tells a client that makes the server
+        work more per turn (more frames, extra round trips) from one that does not."""
+        if self.target_cpu_s is None or not self.turns:
+            return None
+        return self.target_cpu_s / self.turns * 1000
 
     @property
     def rss_kib_per_session(self) -> float | None:
@@ -230,6 +242,7 @@ def measure(candidate: Candidate, sessions: int, round_number: int,
                                               folder / f"{stem}.stacks.txt")
             run.wall_s = time.monotonic() - started
             run.cpu_s = usage.ru_utime + usage.ru_stime
+            run.target_cpu_s = cpu_seconds(target.proc.pid)
         finally:
             target.stop()
     if exit_status not in (None, 0, 1):  # ours and Locust exit 1 when a threshold fails
@@ -270,8 +283,9 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
     """
     lines = ["| N | candidate | rounds used | client CPU s / 1,000 turns | RSS peak MiB | "
              "RSS KiB / session | RSS KiB / added session | peak connected | "
-             "failed sessions | turns | first token p50 / p99 ms |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "failed sessions | turns | first token p50 / p99 ms | "
+             "target CPU s / 1,000 turns |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ordered = sorted(sizes)
     for size in sizes:
         for name in names:
@@ -282,6 +296,8 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
             per = [run.cpu_per_1000_turns for run in ok if run.cpu_per_1000_turns is not None]
             p50 = [run.first_token_p50_ms for run in ok if run.first_token_p50_ms is not None]
             p99 = [run.first_token_p99_ms for run in ok if run.first_token_p99_ms is not None]
+            served = [run.target_cpu_per_1000_turns for run in ok
+                      if run.target_cpu_per_1000_turns is not None]
             failed = [float(run.failed_sessions) for run in ok if run.failed_sessions is not None]
             rss = [run.rss_kib_per_session for run in ok if run.rss_kib_per_session is not None]
             added = "-"
@@ -302,7 +318,7 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
                 f"{spread([float(run.peak_connected) for run in ok], ',.0f')} | "
                 f"{spread(failed, '.0f')} | "
                 f"{spread([float(run.turns) for run in ok], ',.0f')} | "
-                f"{spread(p50, ',.0f')} / {spread(p99, ',.0f')} |")
+                f"{spread(p50, ',.0f')} / {spread(p99, ',.0f')} | {spread(served, '.2f')} |")
     return "\n".join(lines)
 
 
@@ -396,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "settings": settings, "skipped": skipped,
             "runs": [{**asdict(run), "cpu_per_1000_turns": run.cpu_per_1000_turns,
+                      "target_cpu_per_1000_turns": run.target_cpu_per_1000_turns,
                       "rss_kib_per_session": run.rss_kib_per_session} for run in runs]},
             indent=2))
     return 0

@@ -81,14 +81,14 @@ def _numeric(histogram: Mapping[str, int]) -> dict[float, int]:
 # --- ours: supervisor loadtest ------------------------------------------------------
 
 
-def _ours(runtime: str) -> Callable[[Scenario, Path], list[str]]:
+def _ours(runtime: str, *extra: str) -> Callable[[Scenario, Path], list[str]]:
     def command(scenario: Scenario, out: Path) -> list[str]:
         return [sys.executable, "-m", "supervisor", "loadtest", "--target", scenario.url,
                 "--runtime", runtime, "--sessions", str(scenario.sessions),
                 "--spawn-rate", f"{scenario.spawn_rate:g}", "--duration", f"{scenario.duration:g}",
                 "--think-time", f"{scenario.think_time:g}",
                 "--resume-every", f"{scenario.resume_every:g}", "--threads-per-session", "2",
-                "--protocol", scenario.protocol, "--quiet", "--json", str(out)]
+                "--protocol", scenario.protocol, "--quiet", "--json", str(out), *extra]
     return command
 
 
@@ -250,6 +250,11 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               protocols=("chainlit", "websocket")),
     Candidate("ours-threads", "ours, threads", _ours("threads"), _read_ours,
               protocols=("chainlit", "websocket")),
+    # The peers' thread switch is a reconnect that waits for no reply from the app;
+    # ours by default also waits for the app's resume_thread (one more round trip
+    # through a saturated server per connect). This row does what the peers do.
+    Candidate("ours-gevent-unconfirmed", "ours, gevent, --no-confirm-resume",
+              _ours("gevent", "--no-confirm-resume"), _read_ours, protocols=("chainlit",)),
     Candidate("locust", "Locust + python-socketio Client", _locust, _read_locust,
               locust_environment),
     Candidate("asyncclient", "python-socketio AsyncClient", _asyncclient, _read_asyncclient),

@@ -4,7 +4,8 @@
   ``/proc/net/tcp`` and ``/proc/net/tcp6``: the target's accepted connections
   as the kernel sees them, counted the same way whatever the client is;
 - memory: the resident set of the client and every process under it (Artillery
-  starts workers), from ``/proc/PID/status`` ``VmRSS``.
+  starts workers), from ``/proc/PID/status`` ``VmRSS``;
+- the server's CPU time, from ``/proc/PID/stat``.
 """
 
 from __future__ import annotations
@@ -67,3 +68,13 @@ def tree_rss_kib(root: int) -> int:
         total += _rss_kib(pid)
         todo.extend(tree.get(pid, ()))
     return total
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds ``pid`` has used so far (None once it is gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(_PROC, str(pid), "stat").read_text()
+        # After "pid (comm)": state is field 3, utime 14 and stime 15 (proc(5)).
+        after_comm = stat.rsplit(")", 1)[1].split()
+        return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+    return None

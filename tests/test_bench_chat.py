@@ -20,7 +20,7 @@ DURATION_S = 5
 
 def test_tiny_run_measures_every_candidate_it_runs(tmp_path: Path) -> None:
     """N=5 for 5 s: each candidate connects all 5, fails none, completes turns, is measured."""
-    candidates = ["ours-gevent"]
+    candidates = ["ours-gevent", "ours-gevent-unconfirmed"]
     if importlib.util.find_spec("aiohttp") is not None:  # python-socketio's asyncio transport
         candidates.append("asyncclient")
     out = tmp_path / "chat.json"
@@ -43,6 +43,7 @@ def test_tiny_run_measures_every_candidate_it_runs(tmp_path: Path) -> None:
         assert run["turns"] >= 1, run
         assert run["cpu_s"] > 0, run
         assert run["cpu_per_1000_turns"] > 0, run
+        assert run["target_cpu_s"] > 0 and run["target_cpu_per_1000_turns"] > 0, run
         assert run["rss_peak_mib"] >= run["rss_baseline_mib"] > 0, run
         assert run["first_token_p50_ms"] is not None, run
         assert run["first_token_p99_ms"] >= run["first_token_p50_ms"], run
