@@ -24,6 +24,7 @@ import socketio  # type: ignore[import-untyped]
 from locust import User, events, task
 from locust.env import Environment
 
+from supervisor.protocols.chainlit import CONNECTION_SUCCESSFUL
 from supervisor.protocols.chat import user_message
 
 THINK_S = float(os.environ.get("BENCH_THINK_TIME", "1.0"))
@@ -59,13 +60,19 @@ class SocketIOChat(User):
         self.first_at: float | None = None
         self.client.on("stream_start", self._on_token)
         self.client.on("stream_token", self._on_token)
-        self.client.on("task_end", lambda *_: self.turn_done.set())
+        self.client.on("task_end", self._on_task_end)
         self._connect("connect")
         self.next_resume = time.monotonic() + RESUME_EVERY
 
     def _on_token(self, *_args: Any) -> None:
         if self.first_at is None:
             self.first_at = time.perf_counter()
+
+    def _on_task_end(self, *_args: Any) -> None:
+        # The target also sends task_end in answer to connection_successful: only one
+        # after this turn's first token ends the turn.
+        if self.first_at is not None:
+            self.turn_done.set()
 
     def _fire(self, name: str, started: float, error: Exception | None = None) -> None:
         self.environment.events.request.fire(
@@ -80,6 +87,9 @@ class SocketIOChat(User):
         try:
             self.client.connect(self.host, auth=auth, socketio_path="/ws/socket.io",
                                 transports=["websocket"], wait_timeout=10)
+            # What Chainlit's own client sends once connected: the app then starts
+            # (on_chat_start) or resumes (on_chat_resume) the session's thread.
+            self.client.emit(CONNECTION_SUCCESSFUL)
         except Exception as exc:  # reported to Locust as the failure
             self._fire(name, started, exc)
             return

@@ -30,6 +30,7 @@ from typing import Any
 
 import socketio  # type: ignore[import-untyped]
 
+from supervisor.protocols.chainlit import CONNECTION_SUCCESSFUL
 from supervisor.protocols.chat import user_message
 
 SOCKETIO_PATH = "/ws/socket.io"
@@ -76,7 +77,10 @@ class ChatSession:
             self.first_at = time.perf_counter()
 
     async def _on_task_end(self, *_args: Any) -> None:
-        self.turn_done.set()
+        # The target also sends task_end in answer to connection_successful: only one
+        # after this turn's first token ends the turn.
+        if self.first_at is not None:
+            self.turn_done.set()
 
     async def _connect(self) -> bool:
         auth = {"clientType": "webapp", "sessionId": str(uuid.uuid4()),
@@ -88,7 +92,10 @@ class ChatSession:
                 self.client.connect(self.args.url, auth=auth, socketio_path=SOCKETIO_PATH,
                                     transports=["websocket"], wait_timeout=timeout),
                 timeout + 1.0)
-        except (socketio.exceptions.ConnectionError, TimeoutError, OSError):
+            # What Chainlit's own client sends once connected: the app then starts
+            # (on_chat_start) or resumes (on_chat_resume) the session's thread.
+            await self.client.emit(CONNECTION_SUCCESSFUL)
+        except (socketio.exceptions.SocketIOError, TimeoutError, OSError):
             return False
         self.tally.up()
         return True

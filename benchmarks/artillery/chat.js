@@ -16,6 +16,7 @@ const DURATION_MS = Number(process.env.BENCH_DURATION_S || 30) * 1000;
 const RESUME_EVERY_MS = Number(process.env.BENCH_RESUME_EVERY || 5) * 1000;
 const TURN_TIMEOUT_MS = 30000;
 const CONNECT_TIMEOUT_MS = 10000;
+const CONNECTION_SUCCESSFUL = 'connection_successful';  // as Chainlit's react-client
 let runEndsAt = null;
 
 function start(context) {
@@ -24,6 +25,9 @@ function start(context) {
     runEndsAt = now + DURATION_MS;
   }
   const socket = context.sockets[''];
+  // What Chainlit's own client sends once connected (the engine connected this
+  // socket): the app then starts or resumes the session's thread.
+  socket.emit(CONNECTION_SUCCESSFUL);
   context.chat = {
     socket,
     threads: [socket.auth.threadId, crypto.randomUUID()],
@@ -78,7 +82,13 @@ function turn(chat, events, done) {
     }
     done();
   };
-  const onEnd = () => finish(true);
+  // The target also sends task_end in answer to connection_successful: only one
+  // after this turn's first token ends the turn.
+  const onEnd = () => {
+    if (firstToken !== null) {
+      finish(true);
+    }
+  };
   const timer = setTimeout(() => finish(false), Math.max(0, Math.min(TURN_TIMEOUT_MS, left)));
   socket.on('stream_start', onToken);
   socket.on('stream_token', onToken);
@@ -110,7 +120,10 @@ function switchThread(chat, events, done) {
     chat.nextResume = Date.now() + RESUME_EVERY_MS;
     done();
   };
-  const onConnect = () => finish(true);
+  const onConnect = () => {
+    socket.emit(CONNECTION_SUCCESSFUL);
+    finish(true);
+  };
   const onError = () => finish(false);
   const timer = setTimeout(() => finish(false), CONNECT_TIMEOUT_MS);
   socket.once('connect', onConnect);
