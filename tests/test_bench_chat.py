@@ -43,7 +43,8 @@ def test_tiny_run_measures_every_candidate_it_runs(tmp_path: Path) -> None:
         assert run["turns"] >= 1, run
         assert run["cpu_s"] > 0, run
         assert run["cpu_per_1000_turns"] > 0, run
-        assert run["target_cpu_s"] > 0 and run["target_cpu_per_1000_turns"] > 0, run
+        assert run["target_cpu_s"] > 0, run
+        assert run["target_cpu_per_1000_turns"] > 0, run
         assert run["rss_peak_mib"] >= run["rss_baseline_mib"] > 0, run
         assert run["first_token_p50_ms"] is not None, run
         assert run["first_token_p99_ms"] >= run["first_token_p50_ms"], run
