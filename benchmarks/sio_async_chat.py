@@ -94,7 +94,7 @@ class ChatSession:
                 timeout + 1.0)
             # What Chainlit's own client sends once connected: the app then starts
             # (on_chat_start) or resumes (on_chat_resume) the session's thread.
-            await self.client.emit(CONNECTION_SUCCESSFUL)
+            await asyncio.wait_for(self.client.emit(CONNECTION_SUCCESSFUL), timeout)
         except (socketio.exceptions.SocketIOError, TimeoutError, OSError):
             return False
         self.tally.up()
