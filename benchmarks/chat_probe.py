@@ -35,15 +35,25 @@ def established_to(port: int) -> int:
     return count
 
 
+_PPID, _UTIME, _STIME = 1, 11, 12
+"""Indexes in :func:`_stat_fields`: proc(5)'s fields 4, 14 and 15."""
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """``/proc/PID/stat`` after "pid (comm)", from the state on (raises OSError once gone).
+
+    comm may hold spaces and parentheses, so the split is at its last ")".
+    """
+    return Path(_PROC, str(pid), "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for entry in os.scandir(_PROC):
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(entry.path, "stat").read_text()
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            ppid = int(_stat_fields(entry.name)[_PPID])
             tree.setdefault(ppid, []).append(int(entry.name))
     return tree
 
@@ -73,8 +83,6 @@ def tree_rss_kib(root: int) -> int:
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds ``pid`` has used so far (None once it is gone)."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        stat = Path(_PROC, str(pid), "stat").read_text()
-        # After "pid (comm)": state is field 3, utime 14 and stime 15 (proc(5)).
-        after_comm = stat.rsplit(")", 1)[1].split()
-        return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+        fields = _stat_fields(pid)
+        return (int(fields[_UTIME]) + int(fields[_STIME])) / os.sysconf("SC_CLK_TCK")
     return None

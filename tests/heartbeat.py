@@ -71,7 +71,7 @@ class Heartbeat:
     _gc_started: dict[int, float] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _started: float = 0.0
-    _ticked: asyncio.Event | None = None
+    _ticked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _on_gc(self, phase: str, _info: dict[str, Any]) -> None:
         ident = threading.get_ident()
@@ -90,13 +90,11 @@ class Heartbeat:
             paused_now = self._gc_paused
             self.gaps.append(Gap(now - last, now - self._started, cpu_now - cpu,
                                  process_now - process, queued_now - queued, paused_now - paused))
-            assert self._ticked is not None
             self._ticked.set()
             last, cpu, process, queued, paused = now, cpu_now, process_now, queued_now, paused_now
 
     def start(self) -> None:
         self._started = time.monotonic()
-        self._ticked = asyncio.Event()
         gc.callbacks.append(self._on_gc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -106,7 +104,6 @@ class Heartbeat:
         Work that ends within one interval of the beat's last tick leaves no tick
         after it unless the caller waits for one; bound the wait with a deadline.
         """
-        assert self._ticked is not None
         while not self.gaps or self.gaps[-1].at < at:
             self._ticked.clear()
             await self._ticked.wait()
