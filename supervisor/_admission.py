@@ -47,6 +47,15 @@ WAITING, ADMITTED, CANCELLED = "waiting", "admitted", "cancelled"
 CallLater = Callable[[float, Callable[[], None]], None]
 
 
+def _spent() -> None:
+    """A ticket's ``start`` once taken (admitted) or withdrawn (cancelled).
+
+    ``start`` is most often a bound method of the requester, which holds its
+    ticket: dropping it ends that reference cycle, so a finished connection is
+    freed by reference counting, not left to the cycle collector.
+    """
+
+
 class Ticket:
     """Internal: one handshake's request for a slot."""
 
@@ -183,7 +192,10 @@ class Admission:
     def cancel(self, ticket: Ticket) -> bool:
         """Withdraw a waiting request; False if it was admitted already."""
         with self._lock:
-            return self._queue.cancel(ticket)
+            cancelled = self._queue.cancel(ticket)
+        if cancelled:
+            ticket.start = _spent
+        return cancelled
 
     def release(self) -> None:
         """An admitted handshake finished (either way): let the next one in."""
@@ -211,11 +223,12 @@ class Admission:
                     if not admitted:
                         self._pumping = False
                         return
-                for ticket, start in admitted:
-                    if start <= now:
-                        self._start(ticket.start)
+                for ticket, start_at in admitted:
+                    start, ticket.start = ticket.start, _spent
+                    if start_at <= now:
+                        self._start(start)
                     else:
-                        self._later(start - now, partial(self._start, ticket.start))
+                        self._later(start_at - now, partial(self._start, start))
         except BaseException:
             with self._lock:
                 self._pumping = False

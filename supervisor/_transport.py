@@ -261,8 +261,8 @@ class Connection(Streams):
     def _upgrade(self, url: str, headers: tuple[tuple[str, str], ...], cookie: str | None,
                  deadline: float) -> websocket.WebSocket | None:
         """One websocket-client upgrade; None (and ``_redirect`` set) on a redirect."""
-        ws = websocket.WebSocket(sslopt=wsc.sslopt(self._options.tls),
-                                 skip_utf8_validation=True, enable_multithread=True)
+        ws = wsc.Upgrader(sslopt=wsc.sslopt(self._options.tls), skip_utf8_validation=True,
+                          enable_multithread=True)
         with self._lock:
             self._ws = ws
         options: dict[str, Any] = {

@@ -192,6 +192,19 @@ def _addrinfo_list(hostname: str, port: int, is_secure: bool, proxy: Any) -> Any
 _ws_http._get_addrinfo_list = _addrinfo_list  # looked up at call time by connect()
 
 
+class Upgrader(websocket.WebSocket):
+    """websocket-client's ``WebSocket`` for its upgrade only: ``_frames`` reads the frames.
+
+    Its frame reader holds a bound method of the ``WebSocket`` itself, a reference
+    cycle; without the reader, a connection's objects are freed by reference
+    counting as it ends instead of waiting for the cycle collector.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        del self.frame_buffer
+
+
 # --- framing (encoding; ``_frames`` decodes) ----------------------------------------------
 
 

@@ -19,7 +19,7 @@ are followed by that many binary frames (``packet.py`` has the packet grammar,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -109,6 +109,19 @@ def http_base_url(base_url: str, socketio_path: str | None = None) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+# The handler of each packet type, by method name: a subclass's override is the one
+# called, and a codec holds no bound methods of itself (a reference cycle per connection).
+_ENGINEIO_HANDLERS = {
+    EIO_OPEN: "_on_open", EIO_CLOSE: "_on_close", EIO_PING: "_on_ping", EIO_PONG: "_ignore",
+    EIO_MESSAGE: "_on_message", EIO_UPGRADE: "_ignore", EIO_NOOP: "_ignore",
+}
+_SOCKETIO_HANDLERS = {
+    CONNECT: "_on_connect_reply", DISCONNECT: "_on_disconnect", EVENT: "_on_event_packet",
+    ACK: "_on_ack", CONNECT_ERROR: "_on_connect_error", BINARY_EVENT: "_on_event_packet",
+    BINARY_ACK: "_on_ack",
+}
+
+
 class SocketIOCodec:
     """Codec for protocol ``"socketio"``: one namespace of one Socket.IO connection.
 
@@ -142,17 +155,6 @@ class SocketIOCodec:
         """Seconds the server waits for a pong, from the open packet."""
         self.max_payload: int | None = None
         """Largest frame the server accepts, from the open packet."""
-        self._engineio: dict[str, Callable[[str], list[Action]]] = {
-            EIO_OPEN: self._on_open, EIO_CLOSE: self._on_close, EIO_PING: self._on_ping,
-            EIO_PONG: self._ignore, EIO_MESSAGE: self._on_message, EIO_UPGRADE: self._ignore,
-            EIO_NOOP: self._ignore,
-        }
-        self._socketio: dict[int, Callable[[Packet], list[Action]]] = {
-            CONNECT: self._on_connect_reply, DISCONNECT: self._on_disconnect,
-            EVENT: self._on_event_packet, ACK: self._on_ack,
-            CONNECT_ERROR: self._on_connect_error,
-            BINARY_EVENT: self._on_event_packet, BINARY_ACK: self._on_ack,
-        }
 
     @property
     def namespace(self) -> str:
@@ -206,10 +208,11 @@ class SocketIOCodec:
             return self._on_attachment(frame)
         if not frame:
             return [Malformed("empty frame")]
-        handler = self._engineio.get(frame[0])
+        handler = _ENGINEIO_HANDLERS.get(frame[0])
         if handler is None:
             return [Malformed(f"unknown Engine.IO packet type {frame[0]!r}")]
-        return handler(frame[1:])
+        result: list[Action] = getattr(self, handler)(frame[1:])
+        return result
 
     def _on_message(self, payload: str) -> list[Action]:
         actions = self._abandon("a Socket.IO packet came before all its attachments")
@@ -227,7 +230,8 @@ class SocketIOCodec:
             return []  # another namespace multiplexed on this connection: not ours
         if self._stage == "connected":
             self._packets_since_connect += 1
-        return self._socketio[packet.type](packet)
+        result: list[Action] = getattr(self, _SOCKETIO_HANDLERS[packet.type])(packet)
+        return result
 
     def _on_attachment(self, frame: bytes) -> list[Action]:
         packet = self._partial
