@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _loadtest(namespace: argparse.Namespace) -> int:
+    from supervisor import _collector  # noqa: PLC0415 - see the module docstring
     from supervisor.loadtest.config import resolve  # noqa: PLC0415 - see the module docstring
     from supervisor.loadtest.runner import run  # noqa: PLC0415
     from supervisor.loadtest.values import ConfigError  # noqa: PLC0415
@@ -119,6 +120,7 @@ def _loadtest(namespace: argparse.Namespace) -> int:
             from supervisor.locust.processes import run_processes  # noqa: PLC0415
 
             return run_processes(config)
+        _collector.settle()  # start-up is over: this process now holds sessions
         return run(config)
     except ConfigError as exc:
         print(f"supervisor loadtest: error: {exc}", file=sys.stderr)

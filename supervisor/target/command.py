@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from supervisor import _collector
 from supervisor.target.options import TargetOptions
 from supervisor.target.server import serve_forever
 
@@ -114,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument --host: cannot bind to {args.host!r}: {exc}")
 
     def announce(url: str) -> None:
+        _collector.settle()  # start-up is over: everything imported, the app built
         # One parseable line, flushed: scripts (and tests) learn the port from it.
         print(f"supervisor target listening on {url}", flush=True)
 
