@@ -22,6 +22,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
+from pykka._future import _Unset
 
 from supervisor._logging import get_logger
 
@@ -34,6 +35,8 @@ T = TypeVar("T")
 _log = get_logger("supervisor.futures")
 
 DoneCallback = Callable[["CallbackFuture[Any]"], object]
+
+_UNSET = _Unset()
 
 
 class CallbackFuture(pykka.Future[T]):
@@ -56,7 +59,10 @@ class CallbackFuture(pykka.Future[T]):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        # Not pykka.Future.__init__: it makes a "no hook result yet" marker per future,
+        # one more object for the cycle collector to track for every command.
+        self._get_hook: GetHookFunc[T] | None = None
+        self._get_hook_result: T | _Unset = _UNSET
         self._outcomes: list[tuple[Any, OptExcInfo | None]] = []
         """Every attempt to settle, in order; the first is the outcome."""
         self._callbacks: list[DoneCallback] = []

@@ -185,11 +185,10 @@ class SessionActor(PooledActor):
                                   self._options, first=first)
                 self._connections[generation] = conn
                 self._record.connection = conn  # Session.state() reads its inbound backlog
-                spec = self._record.spec
-                # The spec's mappings are read-only already; the redacting processor
-                # copies them only when the event is kept, not on every connect.
-                self._log.debug("connect", generation=generation, url=spec.url,
-                                headers=spec.headers, cookies=spec.cookies)
+                if enabled(self._log, "debug"):  # a dropped call still builds its event
+                    spec = self._record.spec
+                    self._log.debug("connect", generation=generation, url=spec.url,
+                                    headers=spec.headers, cookies=spec.cookies)
                 conn.start()
             case io.CloseConnection(generation, last_frames):
                 if (conn := self._connections.get(generation)) is not None:
