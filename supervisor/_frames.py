@@ -206,7 +206,8 @@ class FrameDecoder:
     def _frame_done(self) -> tuple[int, bytes] | None:
         parts = self._parts
         payload = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._parts, self._pending, self._need = [], 0, -1
+        parts.clear()  # reused: no new list per frame
+        self._pending, self._need = 0, -1
         opcode = self._opcode
         if opcode in CONTROL_OPCODES:
             return opcode, payload
@@ -219,5 +220,6 @@ class FrameDecoder:
         if self._message_opcode < 0:
             return opcode, payload
         message = (self._message_opcode, b"".join([*self._held, payload]))
-        self._held, self._held_bytes, self._message_opcode = [], 0, -1
+        self._held.clear()
+        self._held_bytes, self._message_opcode = 0, -1
         return message

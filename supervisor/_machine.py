@@ -19,7 +19,7 @@ from typing import Any
 
 from supervisor import _machine_io as io
 from supervisor import _supervision as sup
-from supervisor._machine_base import CodecFactory, MachineBase
+from supervisor._machine_base import NO_INPUT, CodecFactory, MachineBase
 from supervisor._machine_state import (
     Attempt,
     Backoff,
@@ -73,6 +73,7 @@ class SessionMachine(MachineBase):
     def handle(self, event: io.Input, now: float) -> list[io.Effect]:
         """Apply one input at time ``now``; return the effects, in the order to carry out."""
         self._now = now
+        assert not NO_INPUT, "an effect was emitted outside handle()"
         effects: list[io.Effect] = []
         self._effects = effects
         try:
@@ -82,6 +83,10 @@ class SessionMachine(MachineBase):
             # settled so far; the crash hand-over answers it.
             self._interrupted = effects
             raise
+        finally:
+            # Not kept between inputs: the last effects (an event, its payload) would
+            # stay alive in every idle session, for the cycle collector to walk.
+            self._effects = NO_INPUT
         if self._dirty:
             self._dirty = False
             effects.append(io.Publish(self.snapshot()))
@@ -463,7 +468,7 @@ class SessionMachine(MachineBase):
         """The driver crashed: give back every unanswered command, abort the connection."""
         self._effects.extend(effect for effect in self._interrupted
                              if isinstance(effect, io.Resolve | io.Reject))
-        self._interrupted = []
+        self._interrupted = ()
         state = self._state
         if isinstance(state, Connected | Connecting):
             self._emit(io.AbortConnection(state.attempt.generation))

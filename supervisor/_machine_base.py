@@ -8,7 +8,7 @@ transitions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from supervisor import _machine_io as io
@@ -46,6 +46,11 @@ CodecFactory = Callable[[Identity, bool], Codec]
 """``(identity, confirm_resume) -> codec`` for one connection."""
 
 
+NO_INPUT: list[io.Effect] = []
+"""What ``_effects`` is between inputs: effects are only emitted while one is handled,
+so it stays empty (``SessionMachine.handle`` checks)."""
+
+
 class MachineBase:
     """Internal: a session's fields, its sends and deadlines, and the effects helpers."""
 
@@ -75,9 +80,10 @@ class MachineBase:
         self._armed: float | None = None
         """When the deadline timer fires, if one is armed."""
         self._now = 0.0
-        self._effects: list[io.Effect] = []
+        self._effects: list[io.Effect] = NO_INPUT
+        """The effects of the input being handled (``NO_INPUT`` between inputs)."""
         self._dirty = False
-        self._interrupted: list[io.Effect] = []
+        self._interrupted: Sequence[io.Effect] = ()
         """Effects of an input whose handling raised (settled futures among them)."""
 
     @property

@@ -197,8 +197,7 @@ class SessionActor(PooledActor):
                 if (conn := self._connections.get(generation)) is not None:
                     conn.abort()
             case io.StartTimer(delay, fire):
-                ref = self.actor_ref
-                self._scheduler.call_later(delay, lambda: _tell_if_alive(ref, fire))
+                self._scheduler.call_later(delay, _tell_if_alive, self.actor_ref, fire)
             case io.Notify(lifecycle):
                 self._callbacks.lifecycle(self._log, lifecycle)
             case io.Report(message):

@@ -152,8 +152,7 @@ class SupervisorActor(pykka.ThreadingActor):
             delay = child.budget.next_delay()
             _log.warning("session_crashed", session_id=session_id, error=repr(error),
                          restart_in=delay)
-            ref = self.actor_ref
-            self._scheduler.call_later(delay, lambda: ref.tell(StartSuccessor(session_id)))
+            self._scheduler.call_later(delay, self.actor_ref.tell, StartSuccessor(session_id))
             return
         reason = f"{self._budget_exhausted(error)} (actor crashed)"
         child.record.retire(SessionCrashed(reason), reason, SessionStatus.FAILED)
