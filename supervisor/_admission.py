@@ -44,7 +44,7 @@ FIRST_SHARE = 3
 
 WAITING, ADMITTED, CANCELLED = "waiting", "admitted", "cancelled"
 
-CallLater = Callable[[float, Callable[[], None]], None]
+CallLater = Callable[[float, Callable[[], None]], object]
 
 
 def _spent() -> None:

@@ -27,7 +27,7 @@ from supervisor._futures import is_settled, reject, resolve
 from supervisor._logging import enabled, get_logger
 from supervisor._machine import SessionMachine
 from supervisor._record import SessionRecord, fail_command
-from supervisor._timer import Scheduler
+from supervisor._timer import Scheduler, Timer
 from supervisor._transport import (
     Admitted,
     Connection,
@@ -40,7 +40,7 @@ from supervisor._transport import (
     Written,
 )
 from supervisor.errors import MessageTooBig, SupervisorStopped
-from supervisor.messages import Chat, Close, Resume, Send, SessionStatus
+from supervisor.messages import Chat, Close, LifecycleKind, Resume, Send, SessionStatus
 from supervisor.protocols import Codec, Identity, make_codec
 
 _log = get_logger("supervisor.session")
@@ -74,6 +74,8 @@ class SessionActor(PooledActor):
         """``Written`` reports made inside our own ``conn.send()``, settled after the feed."""
         self._unhandled: deque[io.Command] = deque()
         """Commands taken but not handled yet; the first is the one being handled."""
+        self._handshake_deadline: tuple[int, Timer] | None = None
+        """The generation whose handshake deadline is pending, and its timer."""
 
     def _new_codec(self, identity: Identity, confirm_resume: bool) -> Codec:
         return make_codec(self._record.spec.protocol_config, identity,
@@ -119,6 +121,7 @@ class SessionActor(PooledActor):
                     return
                 self._feed(io.ConnOpened(generation, admitted_at, opened_at))
             case OpenFailed(generation, error):
+                self._end_handshake_deadline(generation)
                 self._forget(generation)
                 self._feed(io.ConnFailed(generation, error))
             case Ended(generation, error, clean):
@@ -197,8 +200,10 @@ class SessionActor(PooledActor):
                 if (conn := self._connections.get(generation)) is not None:
                     conn.abort()
             case io.StartTimer(delay, fire):
-                self._scheduler.call_later(delay, _tell_if_alive, self.actor_ref, fire)
+                self._start_timer(delay, fire)
             case io.Notify(lifecycle):
+                if lifecycle.kind is LifecycleKind.CONNECTED:  # its handshake is over
+                    self._end_handshake_deadline(lifecycle.generation)
                 self._callbacks.lifecycle(self._log, lifecycle)
             case io.Report(message):
                 _tell_if_alive(self._supervisor, message)
@@ -215,6 +220,28 @@ class SessionActor(PooledActor):
                 self._record.release(None)
             case io.HandOver():
                 pass  # only produced by Crashed, handled in _crashed
+
+    def _start_timer(self, delay: float, fire: Any) -> None:
+        timer = self._scheduler.call_later(delay, _tell_if_alive, self.actor_ref, fire)
+        if isinstance(fire, io.HandshakeDeadline):
+            # One handshake at a time, so one deadline that matters: the previous
+            # one, stale once a new handshake began, leaves the heap.
+            self._end_handshake_deadline()
+            self._handshake_deadline = (fire.generation, timer)
+
+    def _end_handshake_deadline(self, generation: int | None = None) -> None:
+        """Cancel the pending handshake deadline (only if it is ``generation``'s, if given):
+        its handshake failed, or the session connected (ready: the protocol's own
+        handshake done, not only the upgrade).
+
+        For memory only: the machine ignores a deadline whose handshake is over,
+        but the timer would wait out ``connect_timeout`` in the heap after every
+        handshake, holding its message.
+        """
+        pending = self._handshake_deadline
+        if pending is not None and generation in (None, pending[0]):
+            self._handshake_deadline = None
+            self._scheduler.cancel(pending[1])
 
     def _forget(self, generation: int) -> None:
         if self._record.connection is self._connections.pop(generation, None):

@@ -223,6 +223,11 @@ class Driver:
 
     def on_event(self, event: Event) -> None:
         inbox = self._inbox
+        if not inbox.listening:
+            # Read without the lock, as most events (every token of a Chainlit turn)
+            # come while no reply is awaited. A turn sets it before it sends, so no
+            # reply can come before it is seen set.
+            return
         with inbox.cond:
             if inbox.listening and len(inbox.events) < INBOX_LIMIT:
                 inbox.events.append(event)
