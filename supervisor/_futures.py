@@ -37,6 +37,7 @@ _log = get_logger("supervisor.futures")
 DoneCallback = Callable[["CallbackFuture[Any]"], object]
 
 _UNSET = _Unset()
+_FIRST_CALLBACK = threading.Lock()
 
 
 class CallbackFuture(pykka.Future[T]):
@@ -65,7 +66,8 @@ class CallbackFuture(pykka.Future[T]):
         self._get_hook_result: T | _Unset = _UNSET
         self._outcomes: list[tuple[Any, OptExcInfo | None]] = []
         """Every attempt to settle, in order; the first is the outcome."""
-        self._callbacks: list[DoneCallback] = []
+        self._callbacks: list[DoneCallback] | None = None
+        """Made by the first ``add_done_callback``: most command futures never get one."""
 
     def __repr__(self) -> str:
         return f"<CallbackFuture {'settled' if self._outcomes else 'pending'}>"
@@ -100,7 +102,7 @@ class CallbackFuture(pykka.Future[T]):
                 return
             # Timed out: take the callback back, so polling get(timeout) piles none up.
             with contextlib.suppress(ValueError):
-                self._callbacks.remove(open_gate)
+                self._callback_list().remove(open_gate)
         msg = f"{timeout} seconds"
         raise pykka.Timeout(msg)
 
@@ -124,7 +126,7 @@ class CallbackFuture(pykka.Future[T]):
         outcomes.append(outcome)
         if outcomes[0] is not outcome:  # another thread settled it in between
             raise queue.Full
-        callbacks = self._callbacks
+        callbacks = self._callbacks  # None: no callback yet; one added now runs itself
         while callbacks:
             try:
                 fn = callbacks.pop(0)
@@ -134,14 +136,26 @@ class CallbackFuture(pykka.Future[T]):
 
     def add_done_callback(self, fn: DoneCallback) -> None:
         """Call ``fn(self)`` once settled (at once if it already is)."""
-        self._callbacks.append(fn)
+        callbacks = self._callback_list()
+        callbacks.append(fn)
         if not self._outcomes:
             return  # the settling thread pops it (it appends first, then drains)
         try:
-            self._callbacks.remove(fn)  # settled meanwhile: whoever takes fn runs it
+            callbacks.remove(fn)  # settled meanwhile: whoever takes fn runs it
         except ValueError:
             return
         _call(fn, self)
+
+    def _callback_list(self) -> list[DoneCallback]:
+        """The callbacks' list, made once: two threads adding the first callbacks at
+        once must append to the same list (a rare path, so a lock shared by all)."""
+        callbacks = self._callbacks
+        if callbacks is None:
+            with _FIRST_CALLBACK:
+                callbacks = self._callbacks
+                if callbacks is None:
+                    callbacks = self._callbacks = []
+        return callbacks
 
     def __await__(self) -> Generator[Any, None, T]:
         """Await without blocking the running loop (pykka's own ``__await__`` blocks it)."""
