@@ -5,7 +5,7 @@ container objects and, every 100 of those, may run a full one that visits
 every container in the process. A process holding thousands of sessions does
 both a lot: each frame allocates a few short-lived containers, and the
 sessions keep hundreds of thousands of long-lived ones, which every full
-collection walks again (0.35 s at 5,000 sessions, during which no session
+collection walks again (0.2-0.35 s at 5,000 sessions, during which no session
 reads). Measured at 1,000 chat sessions (docs/benchmarks.md, "The cycle
 collector"), ``supervisor loadtest`` spent 1.8 s of its 19 s of CPU in the
 collector and the embedded target 9.4 s of its 28 s.

@@ -156,7 +156,8 @@ class AbortConnection:
 
 @dataclass(frozen=True, slots=True)
 class StartTimer:
-    """Feed ``fire`` back after ``delay`` seconds (stale expiries are ignored, never cancelled)."""
+    """Feed ``fire`` back after ``delay`` seconds (stale expiries are ignored: the actor
+    cancels a handshake deadline whose handshake is over for memory only)."""
 
     delay: float
     fire: HandshakeDeadline | DeadlineCheck | sup.Reconnect

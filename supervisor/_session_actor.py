@@ -199,8 +199,8 @@ class SessionActor(PooledActor):
             case io.AbortConnection(generation):
                 if (conn := self._connections.get(generation)) is not None:
                     conn.abort()
-            case io.StartTimer(delay, fire):
-                self._start_timer(delay, fire)
+            case io.StartTimer():
+                self._start_timer(effect)
             case io.Notify(lifecycle):
                 if lifecycle.kind is LifecycleKind.CONNECTED:  # its handshake is over
                     self._end_handshake_deadline(lifecycle.generation)
@@ -221,8 +221,9 @@ class SessionActor(PooledActor):
             case io.HandOver():
                 pass  # only produced by Crashed, handled in _crashed
 
-    def _start_timer(self, delay: float, fire: Any) -> None:
-        timer = self._scheduler.call_later(delay, _tell_if_alive, self.actor_ref, fire)
+    def _start_timer(self, start: io.StartTimer) -> None:
+        fire = start.fire
+        timer = self._scheduler.call_later(start.delay, _tell_if_alive, self.actor_ref, fire)
         if isinstance(fire, io.HandshakeDeadline):
             # One handshake at a time, so one deadline that matters: the previous
             # one, stale once a new handshake began, leaves the heap.

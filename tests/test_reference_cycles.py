@@ -1,7 +1,7 @@
 """A connection that ends is freed by reference counting, not left to the cycle collector.
 
 Cyclic garbage waits for a collection, and a full one visits every container of
-every session (0.35 s at 5,000 sessions, docs/benchmarks.md). A session that
+every session (0.2-0.35 s at 5,000 sessions, docs/benchmarks.md). A session that
 resumes every few seconds ends a connection each time, so a cycle among a
 connection's objects is garbage made at the rate of the resumes; the commands
 also enlarge the young generation (``supervisor._collector``), which lets it
