@@ -26,7 +26,10 @@ target's ESTABLISHED sockets, from ``/proc/net``); failed sessions, turns and
 first-token p50/p99 from the candidate's own report. A client still running at
 its deadline (duration + ``--grace``) is killed and reported as such, its
 Python stacks first written to the log directory (``py-spy dump``, if
-installed).
+installed). Handshakes per 1,000 turns (connects, from the candidate's own
+report) show the clients played the same scenario: the peers time their turns
+and thread switches as ours does (see ``sio_async_chat.py``), except
+Artillery, which does not report its connects.
 The server's CPU seconds per 1,000 turns (``/proc/PID/stat``, from its start to
 the client's exit) show whether a client makes it work more for each turn.
 Prints a Markdown table of medians with the min-max over the rounds.
@@ -81,6 +84,7 @@ class Run:
     failed_sessions: int | None = None
     peak_connected: int = 0
     own_connected_peak: int | None = None
+    handshakes: int | None = None
     rss_baseline_mib: float = 0.0
     rss_baseline_age_s: float | None = None
     """Seconds from the baseline sample to the first with a connection (None: not known)."""
@@ -93,6 +97,13 @@ class Run:
     @property
     def cpu_per_1000_turns(self) -> float | None:
         return self.cpu_s / self.turns * 1000 if self.turns else None
+
+    @property
+    def handshakes_per_1000_turns(self) -> float | None:
+        """Connects per turn: the same scenario makes the same count for every client."""
+        if self.handshakes is None or not self.turns:
+            return None
+        return self.handshakes / self.turns * 1000
 
     @property
     def target_cpu_per_1000_turns(self) -> float | None:
@@ -283,9 +294,9 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
     """
     lines = ["| N | candidate | rounds used | client CPU s / 1,000 turns | RSS peak MiB | "
              "RSS KiB / session | RSS KiB / added session | peak connected | "
-             "failed sessions | turns | first token p50 / p99 ms | "
-             "target CPU s / 1,000 turns |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "failed sessions | turns | handshakes / 1,000 turns | "
+             "first token p50 / p99 ms | target CPU s / 1,000 turns |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ordered = sorted(sizes)
     for size in sizes:
         for name in names:
@@ -298,6 +309,8 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
             p99 = [run.first_token_p99_ms for run in ok if run.first_token_p99_ms is not None]
             served = [run.target_cpu_per_1000_turns for run in ok
                       if run.target_cpu_per_1000_turns is not None]
+            connects = [run.handshakes_per_1000_turns for run in ok
+                        if run.handshakes_per_1000_turns is not None]
             failed = [float(run.failed_sessions) for run in ok if run.failed_sessions is not None]
             rss = [run.rss_kib_per_session for run in ok if run.rss_kib_per_session is not None]
             added = "-"
@@ -318,6 +331,7 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
                 f"{spread([float(run.peak_connected) for run in ok], ',.0f')} | "
                 f"{spread(failed, '.0f')} | "
                 f"{spread([float(run.turns) for run in ok], ',.0f')} | "
+                f"{spread(connects, ',.0f')} | "
                 f"{spread(p50, ',.0f')} / {spread(p99, ',.0f')} | {spread(served, '.2f')} |")
     return "\n".join(lines)
 
@@ -413,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": settings, "skipped": skipped,
             "runs": [{**asdict(run), "cpu_per_1000_turns": run.cpu_per_1000_turns,
                       "target_cpu_per_1000_turns": run.target_cpu_per_1000_turns,
+                      "handshakes_per_1000_turns": run.handshakes_per_1000_turns,
                       "rss_kib_per_session": run.rss_kib_per_session} for run in runs]},
             indent=2))
     return 0

@@ -52,6 +52,9 @@ class Outcome:
     first_token_p50_ms: float | None
     first_token_p99_ms: float | None
     own_connected_peak: int | None = None
+    handshakes: int | None = None
+    """Connects the client made, first ones and thread switches (the server's work
+    per connect is most of its cost: equal counts mean the same scenario)."""
     own_cpu_s: float | None = None
     """CPU seconds the client took by the end of its run, by its own count (Locust)."""
 
@@ -98,7 +101,8 @@ def _read_ours(out: Path) -> Outcome:
     return Outcome(turns=data["counts"]["turns"], turns_failed=data["counts"]["turns_failed"],
                    failed_sessions=data["sessions"]["failed"],
                    first_token_p50_ms=first.get("p50"), first_token_p99_ms=first.get("p99"),
-                   own_connected_peak=data["sessions"]["connected_peak"])
+                   own_connected_peak=data["sessions"]["connected_peak"],
+                   handshakes=data["counts"]["handshakes"])
 
 
 # --- Locust on python-socketio's Client -------------------------------------------
@@ -120,12 +124,14 @@ def _read_locust(out: Path) -> Outcome:
     data: Any = json.loads(out.read_text())
     named = {row["name"]: row for row in data["stats"]}
     turn = named.get("turn", {"num_requests": 0, "num_failures": 0})
-    connect = named.get("connect", {"num_failures": 0})
+    connect = named.get("connect", {"num_requests": 0, "num_failures": 0})
+    resume = named.get("resume", {"num_requests": 0})
     first = _numeric(named.get("first_token", {}).get("response_times", {}))
     return Outcome(turns=turn["num_requests"] - turn["num_failures"],
                    turns_failed=turn["num_failures"], failed_sessions=connect["num_failures"],
                    first_token_p50_ms=percentile(first, 0.50),
-                   first_token_p99_ms=percentile(first, 0.99), own_cpu_s=data["cpu_s"])
+                   first_token_p99_ms=percentile(first, 0.99), own_cpu_s=data["cpu_s"],
+                   handshakes=connect["num_requests"] + resume["num_requests"])
 
 
 # --- python-socketio AsyncClient --------------------------------------------------
@@ -145,7 +151,8 @@ def _read_asyncclient(out: Path) -> Outcome:
                    failed_sessions=data["failed_sessions"],
                    first_token_p50_ms=percentile(first, 0.50),
                    first_token_p99_ms=percentile(first, 0.99),
-                   own_connected_peak=data["connected_peak"])
+                   own_connected_peak=data["connected_peak"],
+                   handshakes=data.get("handshakes"))
 
 
 # --- Artillery 2.x, socket.io engine ----------------------------------------------
@@ -224,7 +231,8 @@ def _read_artillery(out: Path) -> Outcome:
                    turns_failed=counters.get("chat.turns_failed", 0),
                    # a user whose connect failed ends with an error: vusers.failed
                    failed_sessions=counters.get("vusers.failed", 0),
-                   first_token_p50_ms=first.get("p50"), first_token_p99_ms=first.get("p99"))
+                   first_token_p50_ms=first.get("p50"), first_token_p99_ms=first.get("p99"),
+                   handshakes=counters.get("chat.handshakes"))
 
 
 @dataclass(frozen=True)

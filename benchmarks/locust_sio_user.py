@@ -2,14 +2,21 @@
 
 The peer for ``locust_cpu.py``: the same Chainlit scenario as ``supervisor
 loadtest`` (connect with Chainlit's auth payload, chat turns until
-``task_end``, a thread switch by reconnecting with a new session id every
+``task_end``, a thread switch by ``clear_session`` and reconnecting with a new session id every
 ``RESUME_EVERY`` seconds), reported as the same Locust requests, but with
 python-socketio's synchronous client instead of a supervised session.
 Settings come from environment variables so the runner can match them.
+
+Turns and switches are timed as ``supervisor loadtest`` times them (see
+``sio_async_chat.py``): a turn ``THINK_S`` after the previous one ended, a
+switch at each point of the user's grid (``shape.next_resume``, from the
+first user's start), between turns, the next turn following as soon as its
+think time is over.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -24,7 +31,8 @@ import socketio  # type: ignore[import-untyped]
 from locust import User, events, task
 from locust.env import Environment
 
-from supervisor.protocols.chainlit import CONNECTION_SUCCESSFUL
+from supervisor.loadtest.shape import next_resume
+from supervisor.protocols.chainlit import CLEAR_SESSION, CONNECTION_SUCCESSFUL
 from supervisor.protocols.chat import user_message
 
 THINK_S = float(os.environ.get("BENCH_THINK_TIME", "1.0"))
@@ -33,6 +41,10 @@ TURN_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 RESULTS = os.environ.get("BENCH_LOCUST_OUT")
 """Where to write the statistics when the run stops (``bench_chat.py`` sets it)."""
+_numbers = itertools.count()
+"""Each user's number: its offset on the switch grid."""
+_run_start: list[float] = []
+"""When the first user started: the origin of every user's switch grid."""
 
 
 @events.test_stopping.add_listener
@@ -50,9 +62,12 @@ class SocketIOChat(User):
     """One python-socketio connection per user; threads switched by reconnecting."""
 
     def wait_time(self) -> float:
-        return THINK_S
+        return max(0.0, min(self.resume_at, self.think_until) - time.monotonic())
 
     def on_start(self) -> None:
+        self.number = next(_numbers)
+        if not _run_start:
+            _run_start.append(time.monotonic())
         self.threads = [str(uuid.uuid4()), str(uuid.uuid4())]
         self.thread_index = 0
         self.client = socketio.Client(reconnection=False)
@@ -62,7 +77,12 @@ class SocketIOChat(User):
         self.client.on("stream_token", self._on_token)
         self.client.on("task_end", self._on_task_end)
         self._connect("connect")
-        self.next_resume = time.monotonic() + RESUME_EVERY
+        self.resume_at = self._next_switch() if RESUME_EVERY > 0 else float("inf")
+        self.think_until = time.monotonic()
+
+    def _next_switch(self) -> float:
+        start = _run_start[0]
+        return start + next_resume(self.number, RESUME_EVERY, time.monotonic() - start)
 
     def _on_token(self, *_args: Any) -> None:
         if self.first_at is None:
@@ -97,12 +117,19 @@ class SocketIOChat(User):
 
     @task
     def step(self) -> None:
-        if time.monotonic() >= self.next_resume:
+        now = time.monotonic()
+        if now >= self.resume_at:
             self.thread_index = (self.thread_index + 1) % len(self.threads)
-            self.client.disconnect()
+            self._let_go()
             self._connect("resume")
-            self.next_resume = time.monotonic() + RESUME_EVERY
+            self.resume_at = self._next_switch()
             return
+        if now < self.think_until:
+            return  # woken early: wait_time() says how long is left
+        self._turn()
+        self.think_until = time.monotonic() + THINK_S
+
+    def _turn(self) -> None:
         self.turn_done.clear()
         self.first_at = None
         started = time.perf_counter()
@@ -124,4 +151,10 @@ class SocketIOChat(User):
         # timeout, and Locust kills users (and waits for them) at the end of the
         # run; at N=100-3,000 on a busy machine the process then never exited.
         with gevent.Timeout(STOP_TIMEOUT, False):
-            self.client.disconnect()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        # What Chainlit's own client sends before it lets a session go (ours too).
+        if self.client.connected:
+            self.client.emit(CLEAR_SESSION)
+        self.client.disconnect()

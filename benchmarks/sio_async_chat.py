@@ -5,13 +5,21 @@
 
 The same turns as ``locust_sio_user.py`` (Chainlit's connect ``auth``
 payload, a ``client_message`` per turn, the turn ends at ``task_end``, a
-thread switch by reconnecting with the other thread's id every
+thread switch by ``clear_session`` and reconnecting with the other thread's id every
 ``--resume-every`` seconds), but N clients on one asyncio loop. Sessions start
 at ``--spawn-rate``; the run lasts ``--duration`` seconds from the first one;
 turns still running then are cut and not counted. Every wait has a deadline.
 
+Turns and switches are timed as ``supervisor loadtest`` times them, so every
+candidate makes the server the same number of handshakes: a turn
+``--think-time`` after the previous one ended, a switch at each point of the
+session's grid (``shape.next_resume``: every ``--resume-every`` seconds from
+the run's start, at the session's own offset), taken between turns and
+followed by the next turn as soon as its think time is over.
+
 Writes JSON: turns, turns_failed, failed_sessions (the first connect failed),
-resumes_failed, connected_peak (its own count) and first_token_ms, a histogram
+resumes_failed, handshakes (connects tried, the first included),
+connected_peak (its own count) and first_token_ms, a histogram
 ``{milliseconds: count}`` for ``bench_chat.py`` to take percentiles from.
 """
 
@@ -30,7 +38,8 @@ from typing import Any
 
 import socketio  # type: ignore[import-untyped]
 
-from supervisor.protocols.chainlit import CONNECTION_SUCCESSFUL
+from supervisor.loadtest.shape import next_resume
+from supervisor.protocols.chainlit import CLEAR_SESSION, CONNECTION_SUCCESSFUL
 from supervisor.protocols.chat import user_message
 
 SOCKETIO_PATH = "/ws/socket.io"
@@ -47,6 +56,7 @@ class Tally:
     turns_failed: int = 0
     failed_sessions: int = 0
     resumes_failed: int = 0
+    handshakes: int = 0
     connected: int = 0
     connected_peak: int = 0
     first_token_ms: Counter[int] = field(default_factory=Counter)
@@ -59,9 +69,13 @@ class Tally:
 class ChatSession:
     """One ``AsyncClient``: connect, turns ``think`` seconds apart, a thread switch now and then."""
 
-    def __init__(self, args: argparse.Namespace, tally: Tally, deadline: float) -> None:
+    def __init__(self, args: argparse.Namespace, tally: Tally, number: int, start: float,
+                 deadline: float) -> None:
         self.args = args
         self.tally = tally
+        self.number = number
+        self.start = start
+        """When the run began: the origin of every session's switch grid."""
         self.deadline = deadline
         self.threads = [str(uuid.uuid4()), str(uuid.uuid4())]
         self.thread_index = 0
@@ -87,6 +101,7 @@ class ChatSession:
                 "threadId": self.threads[self.thread_index], "userEnv": "{}",
                 "chatProfile": None}
         timeout = self.args.connect_timeout
+        self.tally.handshakes += 1
         try:
             await asyncio.wait_for(
                 self.client.connect(self.args.url, auth=auth, socketio_path=SOCKETIO_PATH,
@@ -102,6 +117,8 @@ class ChatSession:
 
     async def _disconnect(self) -> None:
         with contextlib.suppress(Exception):
+            # What Chainlit's own client sends before it lets a session go (ours too).
+            await asyncio.wait_for(self.client.emit(CLEAR_SESSION), STOP_GRACE_S)
             await asyncio.wait_for(self.client.disconnect(), STOP_GRACE_S)
         self.tally.connected -= 1
 
@@ -109,21 +126,28 @@ class ChatSession:
         if not await self._connect():
             self.tally.failed_sessions += 1
             return
-        next_resume = time.monotonic() + self.args.resume_every
-        # Bounded: every pass sleeps the think time or runs one turn, until the deadline.
-        while time.monotonic() < self.deadline:
-            if time.monotonic() >= next_resume:
+        every, think = self.args.resume_every, self.args.think_time
+        resume_at = self._next_switch() if every > 0 else float("inf")
+        think_until = time.monotonic()
+        # Bounded: every pass runs one turn or one switch, or sleeps until the next is due.
+        while (now := time.monotonic()) < self.deadline:
+            if now >= resume_at:
                 await self._disconnect()
                 self.thread_index = 1 - self.thread_index
                 if not await self._connect():
                     self.tally.resumes_failed += 1
                     return
-                next_resume = time.monotonic() + self.args.resume_every
-            else:
+                resume_at = self._next_switch()
+            elif now >= think_until:
                 await self._turn()
-            await asyncio.sleep(min(self.args.think_time,
-                                    max(0.0, self.deadline - time.monotonic())))
+                think_until = time.monotonic() + think
+            else:
+                await asyncio.sleep(min(resume_at, think_until, self.deadline) - now)
         await self._disconnect()
+
+    def _next_switch(self) -> float:
+        every = self.args.resume_every
+        return self.start + next_resume(self.number, every, time.monotonic() - self.start)
 
     async def _turn(self) -> None:
         self.turn_done.clear()
@@ -159,7 +183,8 @@ async def run_all(args: argparse.Namespace) -> Tally:
         if due >= deadline:
             break
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        tasks.append(asyncio.create_task(ChatSession(args, tally, deadline).run()))
+        tasks.append(asyncio.create_task(
+            ChatSession(args, tally, number, start, deadline).run()))
     # Each session ends by the deadline plus one connect or disconnect timeout.
     _, pending = await asyncio.wait(
         tasks, timeout=max(0.0, deadline - time.monotonic()) + args.connect_timeout
@@ -188,7 +213,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "turns": tally.turns, "turns_failed": tally.turns_failed,
         "failed_sessions": tally.failed_sessions, "resumes_failed": tally.resumes_failed,
-        "connected_peak": tally.connected_peak,
+        "handshakes": tally.handshakes, "connected_peak": tally.connected_peak,
         "first_token_ms": {str(ms): count for ms, count in sorted(tally.first_token_ms.items())},
     }))
 

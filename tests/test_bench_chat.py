@@ -39,6 +39,7 @@ def test_tiny_run_measures_every_candidate_it_runs(tmp_path: Path) -> None:
         assert run["peak_connected"] >= SESSIONS, run
         assert run["own_connected_peak"] == SESSIONS, run
         assert run["failed_sessions"] == 0, run
+        assert run["handshakes"] >= SESSIONS, run  # the first connects at least
         # A turn a second per session is the plan; a saturated core may allow far fewer.
         assert run["turns"] >= 1, run
         assert run["cpu_s"] > 0, run

@@ -4,8 +4,10 @@
 // script sets (the scenario's socketio.auth: a sessionId and threadId per user);
 // these functions play the rest of the scenario on that socket: a turn
 // (client_message, then wait for task_end, timing the first streamed token)
-// or, every BENCH_RESUME_EVERY seconds, a thread switch (reconnect with the
-// other thread's id and a new sessionId). Every wait has a deadline. Users
+// or, every BENCH_RESUME_EVERY seconds, a thread switch (clear_session, as
+// Chainlit's own client sends before it lets a session go, then reconnect with
+// the other thread's id and a new sessionId), due on a fixed grid from the
+// user's start as ours and the other peers time it. Every wait has a deadline. Users
 // stop at the end of the run (BENCH_DURATION_S after this worker's first user
 // started); a turn cut by that end is not counted.
 'use strict';
@@ -17,9 +19,10 @@ const RESUME_EVERY_MS = Number(process.env.BENCH_RESUME_EVERY || 5) * 1000;
 const TURN_TIMEOUT_MS = 30000;
 const CONNECT_TIMEOUT_MS = 10000;
 const CONNECTION_SUCCESSFUL = 'connection_successful';  // as Chainlit's react-client
+const CLEAR_SESSION = 'clear_session';  // likewise, before it disconnects
 let runEndsAt = null;
 
-function start(context) {
+function start(context, events) {
   const now = Date.now();
   if (runEndsAt === null) {
     runEndsAt = now + DURATION_MS;
@@ -28,6 +31,7 @@ function start(context) {
   // What Chainlit's own client sends once connected (the engine connected this
   // socket): the app then starts or resumes the session's thread.
   socket.emit(CONNECTION_SUCCESSFUL);
+  events.emit('counter', 'chat.handshakes', 1);
   context.chat = {
     socket,
     threads: [socket.auth.threadId, crypto.randomUUID()],
@@ -99,7 +103,9 @@ function turn(chat, events, done) {
 function switchThread(chat, events, done) {
   const socket = chat.socket;
   chat.index = 1 - chat.index;
+  socket.emit(CLEAR_SESSION);
   socket.disconnect();
+  events.emit('counter', 'chat.handshakes', 1);
   socket.auth = Object.assign({}, socket.auth, {
     sessionId: crypto.randomUUID(),
     threadId: chat.threads[chat.index],
@@ -117,7 +123,11 @@ function switchThread(chat, events, done) {
       events.emit('counter', 'chat.resumes_failed', 1);
       chat.dead = true;
     }
-    chat.nextResume = Date.now() + RESUME_EVERY_MS;
+    // The next point of the grid still ahead: a slow switch does not push the later ones.
+    const now = Date.now();
+    while (chat.nextResume <= now) {
+      chat.nextResume += RESUME_EVERY_MS;
+    }
     done();
   };
   const onConnect = () => {
@@ -133,7 +143,7 @@ function switchThread(chat, events, done) {
 
 // A flow step: a thread switch when one is due, a turn otherwise.
 function step(context, events, done) {
-  const chat = context.chat || start(context);
+  const chat = context.chat || start(context, events);
   if (Date.now() >= chat.nextResume) {
     return switchThread(chat, events, done);
   }
