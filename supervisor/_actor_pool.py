@@ -24,6 +24,7 @@ workers above the core count leave after ``idle_exit`` without work.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -43,6 +44,8 @@ _log = get_logger("supervisor.actor_pool")
 
 TURN = 64
 """Messages one actor handles before the worker moves on to the next actor with work."""
+YIELD_EVERY = 0.002
+"""Seconds of turns a worker runs back to back before it lets other threads run."""
 
 
 class ActorPool:
@@ -61,19 +64,21 @@ class ActorPool:
     def _reset(self) -> None:
         """Start empty: at creation, and in a forked child (the parent's workers are not
         there; its actors neither)."""
-        lock = threading.RLock()  # an RLock: notify() asks a plain Lock by acquiring it
-        self._cond = threading.Condition(lock)
-        """Workers wait on it for ready actors."""
-        self._stalled = threading.Condition(lock)
-        """The watcher waits on it for work that no worker is free to take."""
+        self._lock = threading.Lock()
+        # Each idle worker waits on an Event of its own, not on a shared Condition:
+        # under gevent an Event is compiled code and a Condition is Python on top of
+        # Python locks (a tenth of the client's CPU went to them at 1,000 sessions).
+        self._watch_wake = threading.Event()
+        """Set when actors wait and no worker is free: the watcher looks for a stall."""
         # Guarded by the lock:
         self._ready: deque[tuple[PooledActor, float]] = deque()
         """Actors with work and no worker, with when they were queued (FIFO: fair)."""
         self._workers = 0
         self._turns: dict[int, float] = {}
         """When each worker inside a turn started it, by thread id."""
-        self._idle = 0
-        """Workers waiting for work that no ``schedule`` has claimed yet."""
+        self._idle: list[threading.Event] = []
+        """The wake-up of each worker waiting for work that no ``schedule`` has claimed
+        yet (last in, first out: the worker idle for the shortest time goes first)."""
         self._live_actors = 0
         self._watcher: threading.Thread | None = None
         self._names = itertools.count(1)
@@ -84,11 +89,11 @@ class ActorPool:
         return self._workers
 
     def actor_started(self) -> None:
-        with self._cond:
+        with self._lock:
             self._live_actors += 1
 
     def actor_ended(self) -> None:
-        with self._cond:
+        with self._lock:
             self._live_actors -= 1
 
     def schedule(self, actor: PooledActor) -> None:
@@ -97,19 +102,18 @@ class ActorPool:
         One critical section per message told: the inbox's flag is guarded by
         this same lock, so checking it and queueing the actor take it once.
         """
-        with self._cond:
+        with self._lock:
             inbox = actor.inbox
             if inbox._scheduled:
                 return
             inbox._scheduled = True
             self._ready.append((actor, time.monotonic()))
             if self._idle:
-                self._idle -= 1  # claimed: the next schedule does not count on it too
-                self._cond.notify()
+                self._idle.pop().set()  # claimed: the next schedule does not count on it
             elif self._workers < self.core_workers:
                 self._spawn()
             else:
-                self._stalled.notify()
+                self._watch_wake.set()
 
     def _spawn(self) -> None:
         """Start one worker (and the watcher with the first); lock held."""
@@ -126,41 +130,58 @@ class ActorPool:
 
     def _work(self) -> None:
         me = threading.get_ident()
+        lock = self._lock
+        wake = threading.Event()
+        idle_since = yielded = time.monotonic()
         while True:
-            with self._cond:
-                idle_since = time.monotonic()
-                while not self._ready:
-                    if self._workers > self.core_workers \
-                            and time.monotonic() - idle_since >= self.idle_exit:
-                        self._workers -= 1
-                        return
-                    self._idle += 1
-                    if not self._cond.wait(self.idle_exit):
-                        self._idle -= 1  # timed out; a notify's sender decremented it
-                actor, _ = self._ready.popleft()
-                self._turns[me] = time.monotonic()
+            with lock:
+                if self._ready:
+                    actor, _ = self._ready.popleft()
+                    self._turns[me] = time.monotonic()
+                elif self._workers > self.core_workers \
+                        and time.monotonic() - idle_since >= self.idle_exit:
+                    self._workers -= 1
+                    return
+                else:
+                    actor = None
+                    wake.clear()
+                    self._idle.append(wake)
+            if actor is None:
+                if not wake.wait(self.idle_exit):
+                    with lock, contextlib.suppress(ValueError):
+                        # Timed out unclaimed. (Not there: a schedule claimed it just
+                        # now, and its work is in the run queue for the next pass.)
+                        self._idle.remove(wake)
+                yielded = time.monotonic()  # the wait let every other thread run
+                continue
             try:
                 more = actor._run_turn()
             except Exception:  # noqa: BLE001 - a runtime bug must not cost every actor a worker
                 _log.exception("actor_turn_failed", actor=str(actor))
                 more = False
-            with self._cond:
+            with lock:
                 del self._turns[me]
                 if more or actor.inbox.reschedule_or_rest():
                     self._ready.append((actor, time.monotonic()))
-            # Let others run between turns: under gevent nothing else would (the hub, an
-            # asyncio loop on it, the reader greenlets) while actors have work.
-            time.sleep(0)
+            idle_since = now = time.monotonic()
+            if now - yielded >= YIELD_EVERY:
+                # Let others run between turns: under gevent nothing else would (the
+                # hub, an asyncio loop on it, the reader greenlets) while actors have
+                # work. Not after every turn: each yield is a trip through the hub.
+                time.sleep(0)
+                yielded = time.monotonic()
 
     def _watch(self) -> None:
         """Add a worker whenever actors wait and every worker is stuck in its turn."""
-        with self._cond:
-            while True:
+        while True:
+            with self._lock:
                 if self._stuck(time.monotonic()) \
                         and self._workers < max(self.core_workers, self._live_actors):
                     self._spawn()
                     self._ready[0] = (self._ready[0][0], time.monotonic())  # one per stall
-                self._stalled.wait(self.stall_after / 2 if self._ready else self.WATCH_IDLE)
+                wait = self.stall_after / 2 if self._ready else self.WATCH_IDLE
+            self._watch_wake.wait(wait)
+            self._watch_wake.clear()  # the state is read under the lock just after
 
     def _stuck(self, now: float) -> bool:
         """Lock held: an actor has waited, and every worker's turn is over ``stall_after``."""
@@ -206,7 +227,7 @@ class PoolInbox:
     def reschedule_or_rest(self) -> bool:
         """The turn ended with the inbox empty: True if a message came meanwhile.
 
-        The pool's lock is held, as in ``put``: a message put after the check
+        The pool's lock is held, as in ``schedule``: a message put after the check
         finds ``_scheduled`` false and schedules the actor itself.
         """
         if self._items and not self._actor.actor_stopped.is_set():
