@@ -74,13 +74,15 @@ class Streams:
     __slots__ = (
         "__weakref__",
         "_attached",
-        "_backlog_bytes",
-        "_backlog_frames",
         "_by_us",
         "_cancelled",
         "_clean",
         "_codec",
+        "_consumed_bytes",
+        "_consumed_frames",
         "_decoder",
+        "_delivered_bytes",
+        "_delivered_frames",
         "_end_error",
         "_ended",
         "_error",
@@ -119,8 +121,16 @@ class Streams:
     """When the frame at the head of ``_writes`` must be written by."""
     _head_started: bool
     """Part of the head frame is on the wire: a close must not cut it."""
-    _backlog_frames: int
-    _backlog_bytes: int
+    # Inbound credit, without a lock: each counter has one writer, and the backlog
+    # is their difference. The loop counts what it reports, the session actor what
+    # it consumed; the pause handshake (``_deliver``, ``consumed``) sets the flag,
+    # then reads the other side's counter, so one of the two sees the other.
+    _delivered_frames: int
+    _delivered_bytes: int
+    """Frames reported, and the ``len`` of their data (written by the loop only)."""
+    _consumed_frames: int
+    _consumed_bytes: int
+    """Frames consumed, and the ``len`` of their data (written by the session actor only)."""
     _paused: bool
     """Not read for want of credit; ``consumed()`` wakes the loop."""
     _sock: socket.socket | None
@@ -154,8 +164,8 @@ class Streams:
         self._write_bytes = 0
         self._write_deadline = None
         self._head_started = False
-        self._backlog_frames = 0
-        self._backlog_bytes = 0
+        self._delivered_frames = self._delivered_bytes = 0
+        self._consumed_frames = self._consumed_bytes = 0
         self._paused = False
         self._live = None
         self._raw_fd = -1
@@ -183,30 +193,33 @@ class Streams:
         self._enqueue(wsc.frame_bytes(frame, opcode), token)
 
     def consumed(self, nbytes: int) -> None:
-        """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back."""
-        with self._lock:
-            self._backlog_frames = max(0, self._backlog_frames - 1)
-            self._backlog_bytes = max(0, self._backlog_bytes - nbytes)
-            resume = self._paused and self._has_credit()
-            if resume:
-                self._paused = False
-        if resume:
+        """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back.
+
+        Called by the session actor only (one writer of the consumed counters).
+        """
+        self._consumed_frames += 1
+        self._consumed_bytes += nbytes
+        if self._paused and self._has_credit():
+            self._paused = False
             reactor().poke(self)  # only a paused connection costs a wake-up
 
     @property
     def inbound_backlog(self) -> int:
-        """Frames reported and not yet consumed."""
-        return self._backlog_frames
+        """Frames reported and not yet consumed (read from any thread: the consumed
+        count first, so a count that moves meanwhile never makes it negative)."""
+        consumed = self._consumed_frames
+        return self._delivered_frames - consumed
 
     @property
     def inbound_backlog_bytes(self) -> int:
         """Bytes (``len`` of each frame's data) reported and not yet consumed."""
-        return self._backlog_bytes
+        consumed = self._consumed_bytes
+        return self._delivered_bytes - consumed
 
     def _has_credit(self) -> bool:
         options = self._options
-        return (self._backlog_frames < options.inbound_max_frames
-                and self._backlog_bytes < options.inbound_max_bytes)
+        return (self._delivered_frames - self._consumed_frames < options.inbound_max_frames
+                and self._delivered_bytes - self._consumed_bytes < options.inbound_max_bytes)
 
     def _enqueue(self, data: bytes, token: object | None, *, closing: bool = False) -> None:
         """Write ``data`` now or queue it; ``closing``: it is our close frame, the last."""
@@ -395,10 +408,12 @@ class Streams:
         """Hand out decoded messages while there is credit; False: stop reading for now."""
         while True:
             if not self._by_us and not self._has_credit():
-                with self._lock:
-                    if not self._has_credit() and not self._by_us:
-                        self._paused = True
-                        return False
+                self._paused = True
+                # Read again once the flag is set: a consumed() after this sees the
+                # flag and wakes us; one before it shows here as credit.
+                if not self._has_credit() and not self._by_us:
+                    return False
+                self._paused = False
             try:
                 event = decoder.next()
             except FrameTooBig as exc:
@@ -436,11 +451,10 @@ class Streams:
                 return
         else:
             data = payload
-        with self._lock:
-            if self._by_us:
-                return  # closing: nobody wants it
-            self._backlog_frames += 1
-            self._backlog_bytes += len(data)
+        if self._by_us:
+            return  # closing: nobody wants it
+        self._delivered_frames += 1
+        self._delivered_bytes += len(data)
         self._report(Received(self.generation, data))
 
     def _stop_reading(self, error: Exception | None, close: int | None, *,

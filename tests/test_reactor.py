@@ -87,6 +87,10 @@ def received(reports: Reports) -> list[str | bytes]:
     return [item.data for item in reports.of(Received)]
 
 
+def frames_in(items: list[Report]) -> list[str | bytes]:
+    return [item.data for item in items if isinstance(item, Received)]
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> SelfSigned:
     return make_self_signed(tmp_path_factory.mktemp("tls"), "server")
@@ -182,6 +186,44 @@ class TestReading:
                 assert reports.ended().error is None
         finally:
             stop.set()
+
+    def test_credit_given_back_from_another_thread_never_strands_a_paused_connection(
+            self) -> None:
+        """The pause takes no lock: a consumer thread giving credit back while the loop
+        pauses, frame after frame at a bound of one, still gets every frame (a lost
+        wake-up would leave the connection paused for good, and this test timing out)."""
+        total = 3000
+
+        def burst(peer: Peer) -> None:
+            _, headers = peer.read_request()
+            peer.accept_upgrade(headers)
+            peer.sock.sendall(b"".join(bytes([0x81, 5]) + b"%05d" % i for i in range(total)))
+            peer.read_frame()  # until our close
+
+        with HostileServer(burst) as server:
+            reports = Reports()
+            conn = connect(server.url(), reports, inbound_max_frames=1)
+            consumer_done = threading.Event()
+
+            def consume() -> None:  # as the session actor does, on a thread of its own
+                handed = 0
+                while handed < total:
+                    items = reports.wait(
+                        lambda items, after=handed: len(frames_in(items)) > after,
+                        f"frame {handed + 1} of {total}")
+                    for frame in frames_in(items)[handed:]:
+                        conn.consumed(len(frame))
+                        handed += 1
+                consumer_done.set()
+
+            consumer = threading.Thread(target=consume, daemon=True)
+            consumer.start()
+            assert consumer_done.wait(30), "the consumer stalled"
+            consumer.join(10)
+            assert received(reports) == [f"{i:05d}" for i in range(total)]
+            assert conn.inbound_backlog == 0
+            conn.close()
+            assert reports.ended().error is None
 
     def test_frames_sent_with_the_upgrade_response_are_delivered(self) -> None:
         """Bytes read along with the 101 head (one server write) are the first frames."""
