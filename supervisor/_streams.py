@@ -112,7 +112,7 @@ class Streams:
     _codec: Codec
     _report: Callable[[Report], None]
     _options: TransportOptions
-    _lock: threading.RLock
+    _lock: threading.Lock
     _writes: deque[tuple[Pending, object | None]] | None
     """Frames not yet written, in order; None while empty (most connections, most of the
     time: an empty deque costs 760 bytes)."""

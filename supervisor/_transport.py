@@ -88,7 +88,7 @@ class Connection(Streams):
         self._report = report
         self._admission = admission
         self._options = options
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         """Guards the write buffer, the backlog and the ending flags (``_streams``)."""
         self._sock: socket.socket | None = None
         """The socket an abort must shut down (version lookup, then the WebSocket)."""
