@@ -146,8 +146,11 @@ class ActorPool:
                     actor = None
                     wake.clear()
                     self._idle.append(wake)
+                    # Only a worker above the core count may leave; the others wait
+                    # without a timeout (under gevent each one is a Timeout object).
+                    patience = self.idle_exit if self._workers > self.core_workers else None
             if actor is None:
-                if not wake.wait(self.idle_exit):
+                if not wake.wait(patience):
                     with lock, contextlib.suppress(ValueError):
                         # Timed out unclaimed. (Not there: a schedule claimed it just
                         # now, and its work is in the run queue for the next pass.)
