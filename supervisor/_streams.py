@@ -189,8 +189,7 @@ class Streams:
 
     def send(self, frame: str | bytes, token: object | None = None) -> None:
         """Queue one frame; ``Written(generation, token)`` follows once it is written."""
-        opcode = OP.OPCODE_TEXT if isinstance(frame, str) else OP.OPCODE_BINARY
-        self._enqueue(wsc.frame_bytes(frame, opcode), token)
+        self._enqueue(data_frame(frame), token)
 
     def consumed(self, nbytes: int) -> None:
         """The driver handled one ``Received`` of ``nbytes`` (``len(data)``): credit back.
@@ -543,6 +542,11 @@ class Streams:
             shutdown(sock)
             sock.close()
         self._report(Ended(self.generation, None if by_us else error, clean))
+
+
+def data_frame(frame: str | bytes) -> bytes:
+    """``frame`` as a masked client frame: text for ``str``, binary for ``bytes``."""
+    return wsc.frame_bytes(frame, OP.OPCODE_TEXT if isinstance(frame, str) else OP.OPCODE_BINARY)
 
 
 def _tls_pending(sock: socket.socket) -> int:

@@ -63,7 +63,7 @@ from supervisor._reports import (
     TransportOptions,
     Written,
 )
-from supervisor._streams import OP, SHUTDOWN, Streams, shutdown
+from supervisor._streams import OP, SHUTDOWN, Streams, data_frame, shutdown
 from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefused
 from supervisor.protocols.base import Codec, VersionLookup
 
@@ -132,11 +132,11 @@ class Connection(Streams):
         if not opened:
             self.abort()
             return
-        for frame in last_frames:
-            self.send(frame)
-        # Bounded like any write: the loop ends the connection past write_timeout.
-        self._enqueue(wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE),
-                      None, closing=True)
+        # One write for the last frames and the close frame: one segment for the
+        # server to read, not one per frame. Bounded like any write: the loop ends
+        # the connection past write_timeout.
+        close = wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE)
+        self._enqueue(b"".join([*map(data_frame, last_frames), close]), None, closing=True)
         with self._lock:
             self._by_us = True
             if self._writes:
