@@ -89,7 +89,8 @@ class Connection(Streams):
         self._admission = admission
         self._options = options
         self._lock = threading.Lock()
-        """Guards the write buffer, the backlog and the ending flags (``_streams``)."""
+        """Guards the write buffer and the ending flags (``_streams``); inbound credit
+        takes no lock (each of its counters has one writer)."""
         self._sock: socket.socket | None = None
         """The socket an abort must shut down (version lookup, then the WebSocket)."""
         self._ws: websocket.WebSocket | None = None
