@@ -119,6 +119,7 @@ class ChatSession:
         with contextlib.suppress(Exception):
             # What Chainlit's own client sends before it lets a session go (ours too).
             await asyncio.wait_for(self.client.emit(CLEAR_SESSION), STOP_GRACE_S)
+        with contextlib.suppress(Exception):  # even if the emit failed
             await asyncio.wait_for(self.client.disconnect(), STOP_GRACE_S)
         self.tally.connected -= 1
 

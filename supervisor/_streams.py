@@ -124,7 +124,9 @@ class Streams:
     # Inbound credit, without a lock: each counter has one writer, and the backlog
     # is their difference. The loop counts what it reports, the session actor what
     # it consumed; the pause handshake (``_deliver``, ``consumed``) sets the flag,
-    # then reads the other side's counter, so one of the two sees the other.
+    # then reads the other side's counter, so one of the two sees the other. That
+    # takes both threads' steps in one order, as the GIL runs them (free-threaded
+    # builds would need a lock here, or atomics).
     _delivered_frames: int
     _delivered_bytes: int
     """Frames reported, and the ``len`` of their data (written by the loop only)."""

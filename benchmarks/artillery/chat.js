@@ -7,7 +7,8 @@
 // or, every BENCH_RESUME_EVERY seconds, a thread switch (clear_session, as
 // Chainlit's own client sends before it lets a session go, then reconnect with
 // the other thread's id and a new sessionId), due on a fixed grid from the
-// user's start as ours and the other peers time it. Every wait has a deadline. Users
+// user's start (ours and the other peers use a grid from the run's start, at
+// each session's own offset: the same rate). Every wait has a deadline. Users
 // stop at the end of the run (BENCH_DURATION_S after this worker's first user
 // started); a turn cut by that end is not counted.
 'use strict';
@@ -36,7 +37,7 @@ function start(context, events) {
     socket,
     threads: [socket.auth.threadId, crypto.randomUUID()],
     index: 0,
-    nextResume: now + RESUME_EVERY_MS,
+    nextResume: RESUME_EVERY_MS > 0 ? now + RESUME_EVERY_MS : Infinity,  // 0: never
   };
   return context.chat;
 }
@@ -125,7 +126,7 @@ function switchThread(chat, events, done) {
     }
     // The next point of the grid still ahead: a slow switch does not push the later ones.
     const now = Date.now();
-    while (chat.nextResume <= now) {
+    while (chat.nextResume <= now) {  // (never Infinity here: a switch was due)
       chat.nextResume += RESUME_EVERY_MS;
     }
     done();
