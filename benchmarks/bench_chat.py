@@ -28,8 +28,8 @@ its deadline (duration + ``--grace``) is killed and reported as such, its
 Python stacks first written to the log directory (``py-spy dump``, if
 installed). Handshakes per 1,000 turns (connects, from the candidate's own
 report) show the clients played the same scenario: the peers time their turns
-and thread switches as ours does (see ``sio_async_chat.py``), except
-Artillery, which does not report its connects.
+and thread switches as ours does (see ``sio_async_chat.py``; Artillery's flow
+also thinks after a switch).
 The server's CPU seconds per 1,000 turns (``/proc/PID/stat``, from its start to
 the client's exit) show whether a client makes it work more for each turn.
 Prints a Markdown table of medians with the min-max over the rounds.
