@@ -4,8 +4,8 @@ The peer for ``locust_cpu.py``: the same Chainlit scenario as ``supervisor
 loadtest`` (connect with Chainlit's auth payload, chat turns until
 ``task_end``, a thread switch by ``clear_session`` and reconnecting with a
 new session id every ``RESUME_EVERY`` seconds), reported as the same Locust
-requests, but with
-python-socketio's synchronous client instead of a supervised session.
+requests, but with python-socketio's synchronous client instead of a
+supervised session.
 Settings come from environment variables so the runner can match them.
 
 Turns and switches are timed as ``supervisor loadtest`` times them (see
