@@ -39,13 +39,12 @@ from pykka._envelope import Envelope
 
 from supervisor._futures import new_future
 from supervisor._logging import get_logger
+from supervisor._slice import TimeSlice
 
 _log = get_logger("supervisor.actor_pool")
 
 TURN = 64
 """Messages one actor handles before the worker moves on to the next actor with work."""
-YIELD_EVERY = 0.002
-"""Seconds of turns a worker runs back to back before it lets other threads run."""
 
 
 class ActorPool:
@@ -132,7 +131,10 @@ class ActorPool:
         me = threading.get_ident()
         lock = self._lock
         wake = threading.Event()
-        idle_since = yielded = time.monotonic()
+        idle_since = time.monotonic()
+        # Let others run between turns: under gevent nothing else would (the hub, an
+        # asyncio loop on it, the reader greenlets) while actors have work.
+        time_slice = TimeSlice()
         while True:
             with lock:
                 if self._ready:
@@ -155,7 +157,7 @@ class ActorPool:
                         # Timed out unclaimed. (Not there: a schedule claimed it just
                         # now, and its work is in the run queue for the next pass.)
                         self._idle.remove(wake)
-                yielded = time.monotonic()  # the wait let every other thread run
+                time_slice.restart()  # the wait let every other thread run
                 continue
             try:
                 more = actor._run_turn()
@@ -166,13 +168,8 @@ class ActorPool:
                 del self._turns[me]
                 if more or actor.inbox.reschedule_or_rest():
                     self._ready.append((actor, time.monotonic()))
-            idle_since = now = time.monotonic()
-            if now - yielded >= YIELD_EVERY:
-                # Let others run between turns: under gevent nothing else would (the
-                # hub, an asyncio loop on it, the reader greenlets) while actors have
-                # work. Not after every turn: each yield is a trip through the hub.
-                time.sleep(0)
-                yielded = time.monotonic()
+            idle_since = time.monotonic()
+            time_slice.share()
 
     def _watch(self) -> None:
         """Add a worker whenever actors wait and every worker is stuck in its turn."""

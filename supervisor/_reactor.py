@@ -28,12 +28,11 @@ from typing import Protocol
 
 from supervisor._logging import get_logger
 from supervisor._pollers import READ, Poller, make_poller
+from supervisor._slice import TimeSlice
 
 _log = get_logger("supervisor.reactor")
 
 THREAD_NAME = "supervisor-reactor"
-YIELD_EVERY = 0.002
-"""Seconds of handlers the loop runs back to back before it lets other threads run."""
 
 
 class Handler(Protocol):
@@ -70,8 +69,11 @@ class Reactor:
         self._order = itertools.count()
         self._interest: dict[int, int] = {}
         """Events each registered descriptor is watched for (loop thread only)."""
-        self._slice_started = 0.0
-        """When the loop last waited or yielded (loop thread only)."""
+        self._slice = TimeSlice()
+        """Handlers run since the loop last waited or yielded (loop thread only): under
+        gevent a round can hold hundreds of descriptors and pokes (a supervisor
+        stopping closes every connection at once), and nothing else, an asyncio
+        loop on the same hub included, runs until the loop waits."""
         self._watched: dict[int, Handler] = {}
         """Its handler: a key from a descriptor dropped earlier in the same round is stale."""
 
@@ -151,26 +153,15 @@ class Reactor:
                 _log.exception("reactor_select_failed")
                 time.sleep(0.01)
                 continue
-            self._slice_started = time.monotonic()
+            self._slice.restart()
             for fd, events in ready:
                 if fd == self._wake_fd:
                     self._drain_wakeups()
                 elif (handler := watched.get(fd)) is not None:  # not ended this round
                     self._call(handler, handler.ready, events)
-                    self._share_cpu()
+                    self._slice.share()
             self._drain_pokes()
             self._fire_timers()
-
-    def _share_cpu(self) -> None:
-        """Let other threads run once the loop has worked ``YIELD_EVERY`` without a wait.
-
-        Under gevent a round can hold hundreds of descriptors and pokes (a
-        supervisor stopping closes every connection at once): nothing else,
-        an asyncio loop on the same hub included, runs until the loop waits.
-        """
-        if time.monotonic() - self._slice_started >= YIELD_EVERY:
-            time.sleep(0)
-            self._slice_started = time.monotonic()
 
     def _timeout(self) -> float | None:
         with self._lock:
@@ -192,7 +183,7 @@ class Reactor:
             self._woken = False
         for handler in pokes:
             self._call(handler, handler.poked)
-            self._share_cpu()
+            self._slice.share()
 
     def _fire_timers(self) -> None:
         timers = self._timers
