@@ -14,7 +14,15 @@ import pytest
 from supervisor.cli import build_parser, requested_runtime
 from supervisor.loadtest.config import LoadTestConfig, resolve
 from supervisor.loadtest.driver import Driver, RunContext
-from supervisor.loadtest.metrics import LATENCIES, Metrics, new_histogram, summarize, to_micros
+from supervisor.loadtest.metrics import (
+    LATENCIES,
+    Metrics,
+    mean_value,
+    new_histogram,
+    percentile_values,
+    summarize,
+    to_micros,
+)
 from supervisor.loadtest.progress import plain_line, summary
 from supervisor.loadtest.report import RunFacts, build_report, csv_rows, error_rate, write_csv
 from supervisor.loadtest.target import embedded_arguments, session_url
@@ -203,6 +211,25 @@ class TestHistograms:
         for key, expected in (("p50", 500), ("p90", 900), ("p99", 990), ("p99.9", 999),
                               ("max", 1000), ("mean", 500.5)):
             assert figures[key] == pytest.approx(expected, rel=2e-3), key
+
+    @pytest.mark.parametrize("shape", ["one", "two", "spread", "edges", "clustered"])
+    def test_fast_readers_agree_with_hdrh(self, shape: str) -> None:
+        """Percentiles and the mean, read at C speed, are exactly hdrh's own readings."""
+        rng = random.Random(shape)
+        draws = {
+            "one": lambda: 1,
+            "two": lambda: rng.choice((7, 3_000_000)),
+            "spread": lambda: rng.randint(1, 3_600_000_000),
+            "edges": lambda: rng.choice((1, 2047, 2048, 2049, 3_600_000_000)),
+            "clustered": lambda: int(rng.lognormvariate(11, 1.5)) + 1,
+        }[shape]
+        histogram = new_histogram()
+        for _ in range(rng.choice((1, 3, 5_000))):
+            histogram.record_value(min(to_micros(3600), draws()))
+        wanted = [0.1, 50.0, 90.0, 99.0, 99.9, 100.0]
+        assert percentile_values(histogram, wanted) == \
+            histogram.get_percentile_to_value_dict(wanted)
+        assert mean_value(histogram) == pytest.approx(histogram.get_mean_value(), rel=1e-12)
 
     def test_no_samples_give_nulls_not_zeros(self) -> None:
         """A metric that never happened reports count 0 and null figures."""
