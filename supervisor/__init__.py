@@ -26,6 +26,9 @@ The library never configures logging; see ``docs/logging.md``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from supervisor._lazy import on_first_use
 from supervisor.errors import (
     ConnectionLost,
     DeadlineExceeded,
@@ -55,11 +58,19 @@ from supervisor.messages import (
     SessionStatus,
 )
 from supervisor.policy import RestartPolicy, RestartType
-from supervisor.session import Session
 from supervisor.spec import SessionSpec
-from supervisor.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from supervisor.session import Session
+    from supervisor.supervisor import Supervisor
 
 __version__ = "0.1.0"
+
+# Imported when first read: they bring pykka, websocket-client and ssl, which
+# ``supervisor loadtest --runtime gevent`` must patch first. With them left out of
+# the package's import, the command patches in place instead of restarting Python.
+__getattr__ = on_first_use(globals(), {"Session": "supervisor.session",
+                                       "Supervisor": "supervisor.supervisor"})
 
 __all__ = [
     "ConnectionLost",

@@ -1,9 +1,9 @@
 """``python -m supervisor``: the ``supervisor`` command.
 
-``--runtime gevent`` must patch before anything else is imported; by the time
-this file runs, Python has already imported the ``supervisor`` package (and
-with it pykka and websocket-client), so :func:`supervisor.cli.main` restarts the
-interpreter with the patch as its first statement when it is asked for gevent.
+``--runtime gevent`` must patch before anything else is imported. By the time
+this file runs, Python has imported the ``supervisor`` package, which leaves
+pykka, websocket-client and ssl out until first used, so
+:func:`supervisor.cli.main` can still patch in place.
 """
 
 import sys

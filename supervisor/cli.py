@@ -3,11 +3,13 @@
 ``--runtime gevent`` needs ``gevent.monkey.patch_all()`` before anything imports
 threading, socket or ssl, so :func:`main` looks for it first, with nothing but
 the standard library, and this module imports the library only inside
-functions. Importing this module still runs ``supervisor/__init__.py``, which
-imports pykka and websocket-client; when those are already loaded, patching in
-place would leave their import-time references to the real socket and thread
-primitives, so :func:`main` restarts the interpreter (``os.execv``, same process
-id) with a first statement that patches, then runs the same command line.
+functions. ``supervisor/__init__.py`` leaves pykka and websocket-client out
+until ``Session`` or ``Supervisor`` is first read, so from the command line
+:func:`main` patches in place. When they are loaded already (``main`` called
+from a program that imported them), patching in place would leave their
+import-time references to the real socket and thread primitives, so
+:func:`main` restarts the interpreter (``os.execv``, same process id) with a
+first statement that patches, then runs the same command line.
 """
 
 from __future__ import annotations

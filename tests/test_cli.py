@@ -83,13 +83,38 @@ class TestDefaultRun:
         assert "latency (ms)" in result.stdout
 
     def test_gevent_runtime_end_to_end(self, tmp_path: Path) -> None:
-        """--runtime gevent patches first (restarting the interpreter) and runs the same test."""
+        """--runtime gevent patches first (in place) and runs the same test."""
         report_path = tmp_path / "report.json"
         result = supervisor("loadtest", "--runtime", "gevent", "--duration", "3", "--sessions",
                             "10", "--seed", "1", "--json", str(report_path))
         report = read_report(report_path)
         assert_worked(result, report)
         assert report["resources"]["runtime"] == "gevent"
+        assert report["resources"]["gevent_patched"] is True
+
+    def test_the_command_imports_nothing_gevent_must_patch_first(self) -> None:
+        """``python -m supervisor`` reaches ``main`` with none of the patch-sensitive modules
+        loaded, so --runtime gevent patches in place (no second interpreter start-up)."""
+        probe = ("import sys, supervisor, supervisor.cli, supervisor.__main__, "
+                 "supervisor.target.command; "
+                 "print(sorted(set(supervisor.cli._PATCH_SENSITIVE) & set(sys.modules)))")
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                timeout=RUN_TIMEOUT, check=True, cwd=ROOT)
+        assert result.stdout.strip() == "[]"
+
+    def test_gevent_runtime_restarts_python_when_too_late_to_patch(self, tmp_path: Path) -> None:
+        """With websocket-client imported before ``main``, --runtime gevent restarts the
+        interpreter patched first, and the run works as from the command line."""
+        report_path = tmp_path / "report.json"
+        launch = ("import sys, websocket; from supervisor.cli import main; "
+                  "sys.exit(main(sys.argv[1:]))")
+        result = subprocess.run(
+            [sys.executable, "-c", launch, "loadtest", "--runtime", "gevent", "--duration", "3",
+             "--sessions", "10", "--seed", "1", "--json", str(report_path)],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False, env=clean_env(),
+            cwd=ROOT)
+        report = read_report(report_path)
+        assert_worked(result, report)
         assert report["resources"]["gevent_patched"] is True
 
     def test_config_file_and_environment(self, tmp_path: Path) -> None:

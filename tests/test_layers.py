@@ -48,7 +48,7 @@ class TestProtocolLayer:
 # --- the layers above the protocols (core) --------------------------------------------
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("records", frozenset({"errors", "messages", "spec", "_supervision"})),
+    ("records", frozenset({"errors", "messages", "spec", "_supervision", "_lazy"})),
     ("machine", frozenset({"_machine", "_machine_base", "_machine_state", "_machine_io",
                            "_outgoing"})),
     ("transport", frozenset({"_transport", "_streams", "_reports", "_wsclient", "_http",

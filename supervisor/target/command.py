@@ -14,7 +14,6 @@ from typing import NoReturn
 
 from supervisor import _collector
 from supervisor.target.options import TargetOptions
-from supervisor.target.server import serve_forever
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -118,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _collector.settle()  # start-up is over: everything imported, the app built
         # One parseable line, flushed: scripts (and tests) learn the port from it.
         print(f"supervisor target listening on {url}", flush=True)
+
+    from supervisor.target.server import serve_forever  # noqa: PLC0415 - see __init__
 
     return serve_forever(args.host, args.port, options, log_level=args.log_level,
                          on_started=announce)
