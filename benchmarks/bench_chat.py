@@ -18,11 +18,13 @@ alike.
 Per run: client CPU seconds (user + system from the client's ``wait4``
 rusage, so every process it started and waited for counts: Artillery's
 workers) per 1,000 completed turns; peak RSS of the client's process tree
-(sampled every ``SAMPLE_S``), per session ((peak - baseline) / N, the baseline
-being the last sample before the target saw the first connection, dropped
-when that sample is over ``BASELINE_MAX_AGE_S`` old) and per added session
-(between two sizes, free of start-up); peak connected (the
-target's ESTABLISHED sockets, from ``/proc/net``); failed sessions, turns and
+(sampled every ``SAMPLE_S``), per session held ((peak - baseline) / the
+sessions held at once, the baseline being the last sample before the target
+saw the first connection, dropped when that sample is over
+``BASELINE_MAX_AGE_S`` old) and per added session held (between two sizes,
+free of start-up); peak connected (the target's ESTABLISHED sockets, from
+``/proc/net``; capped at N, it is the sessions held at once: a client that
+holds fewer than N is not charged for the rest); failed sessions, turns and
 first-token p50/p99 from the candidate's own report. A client still running at
 its deadline (duration + ``--grace``) is killed and reported as such, its
 Python stacks first written to the log directory (``py-spy dump``, if
@@ -114,12 +116,22 @@ class Run:
         return self.target_cpu_s / self.turns * 1000
 
     @property
+    def held(self) -> int:
+        """Sessions held at once: peak connected, capped at N (a reconnect overlaps)."""
+        return min(self.sessions, self.peak_connected)
+
+    @property
     def rss_kib_per_session(self) -> float | None:
-        """(peak - baseline) / N; None when the baseline sample is too old to trust (the
-        runner was starved and missed the client's start-up)."""
+        """(peak - baseline) / sessions held; None when the baseline sample is too old to
+        trust (the runner was starved and missed the client's start-up) or none was held.
+
+        Per session *held*, not per N: a client that keeps only half its sessions
+        connected holds memory for half (the issue's "per live session")."""
         if self.rss_baseline_age_s is not None and self.rss_baseline_age_s > BASELINE_MAX_AGE_S:
             return None
-        return (self.rss_peak_mib - self.rss_baseline_mib) * 1024 / self.sessions
+        if not self.held:
+            return None
+        return (self.rss_peak_mib - self.rss_baseline_mib) * 1024 / self.held
 
 
 def pinned(cpus: str | None, command: list[str]) -> list[str]:
@@ -281,19 +293,24 @@ def spread(values: list[float], fmt: str) -> str:
     return middle if low == high else f"{middle} ({low}-{high})"
 
 
-def _median_peak(runs: list[Run]) -> float | None:
-    peaks = [run.rss_peak_mib for run in runs if run.status in USABLE]
-    return statistics.median(peaks) if peaks else None
+def _median_peak(runs: list[Run]) -> tuple[float, float] | None:
+    """Median peak RSS (MiB) and median sessions held, of the runs that ended ok."""
+    ok = [run for run in runs if run.status in USABLE]
+    if not ok:
+        return None
+    return (statistics.median(run.rss_peak_mib for run in ok),
+            statistics.median(run.held for run in ok))
 
 
 def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
     """Markdown: per size and candidate, medians (min-max) of the rounds that ended ok.
 
     *RSS KiB / added session* compares the median peak RSS with the one at the
-    next smaller size: the memory each extra session costs, free of start-up.
+    next smaller size, per session held in addition: the memory each extra
+    session costs, free of start-up.
     """
     lines = ["| N | candidate | rounds used | client CPU s / 1,000 turns | RSS peak MiB | "
-             "RSS KiB / session | RSS KiB / added session | peak connected | "
+             "RSS KiB / session held | RSS KiB / added session | peak connected | "
              "failed sessions | turns | handshakes / 1,000 turns | "
              "first token p50 / p99 ms | target CPU s / 1,000 turns |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -319,8 +336,8 @@ def table(runs: list[Run], sizes: list[int], names: list[str]) -> str:
                 below = [run for run in runs if run.candidate == name
                          and run.sessions == smaller[-1]]
                 high, low = _median_peak(mine), _median_peak(below)
-                if high is not None and low is not None:
-                    added = f"{(high - low) * 1024 / (size - smaller[-1]):.0f}"
+                if high is not None and low is not None and high[1] > low[1]:
+                    added = f"{(high[0] - low[0]) * 1024 / (high[1] - low[1]):.0f}"
             problems = sorted({run.status for run in mine if run.status != "ok"})
             lines.append(
                 f"| {size:,} | {CANDIDATES[name].label} | {len(ok)}/{len(mine)}"
