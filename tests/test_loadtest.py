@@ -13,7 +13,7 @@ import pytest
 
 from supervisor.cli import build_parser, requested_runtime
 from supervisor.loadtest.config import LoadTestConfig, resolve
-from supervisor.loadtest.driver import Driver, RunContext
+from supervisor.loadtest.driver import CONNECTS_KEPT, Driver, RunContext
 from supervisor.loadtest.metrics import (
     LATENCIES,
     Metrics,
@@ -27,6 +27,7 @@ from supervisor.loadtest.progress import plain_line, summary
 from supervisor.loadtest.report import RunFacts, build_report, csv_rows, error_rate, write_csv
 from supervisor.loadtest.target import embedded_arguments, session_url
 from supervisor.loadtest.values import ConfigError
+from supervisor.messages import Lifecycle, LifecycleKind
 
 
 def config_of(*args: str, environ: dict[str, str] | None = None) -> LoadTestConfig:
@@ -421,6 +422,18 @@ class TestDriverWaits:
         getattr(driver, how)()
         assert returned.wait(10.0)
         assert driver.ending == (how == "retire")  # wake() follows the run's own end
+
+    def test_the_record_of_connects_stays_bounded(self) -> None:
+        """A thread switch every few seconds for hours: the driver keeps the latest
+        connects only, and still knows the current one (a loss of it is a lost
+        connection, not a failed handshake)."""
+        driver = self.driver()
+        for generation in range(1, 10_001):
+            driver.on_lifecycle(Lifecycle(driver.session_id, LifecycleKind.CONNECTED, "t",
+                                          generation, float(generation)))
+        assert len(driver._connected) == CONNECTS_KEPT
+        assert 10_000 in driver._connected
+        assert driver.ctx.metrics.counts()["connects"] == 10_000
 
     def test_a_pause_after_the_wake_returns_at_once(self) -> None:
         """A wake that came before the pause is not lost."""

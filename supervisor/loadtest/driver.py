@@ -50,6 +50,11 @@ FAILED_TURN_PAUSE_S = 0.5
 INBOX_LIMIT = 1000
 """Inbound events a driver keeps while waiting for a reply (the rest are dropped)."""
 
+CONNECTS_KEPT = 4
+"""Connections a driver remembers (when each connected): a lost connection and a
+Resume's result name one of the latest; a thread switch every few seconds for
+hours must not grow the record."""
+
 
 class Cancelled(Exception):
     """The run ended (deadline or Ctrl-C) while the driver waited: not an error."""
@@ -172,7 +177,10 @@ class Driver:
         for phase in ("upgrade", "open", "namespace"):
             if phase in timings:
                 metrics.record(f"connect_{phase}", timings[phase])
-        self._connected[event.generation] = (event.at, timings.get("thread"))
+        connected = self._connected
+        connected[event.generation] = (event.at, timings.get("thread"))
+        if len(connected) > CONNECTS_KEPT:  # generations only grow: the first is the oldest
+            del connected[next(iter(connected))]
 
     def _on_lost(self, event: Lifecycle) -> None:
         metrics = self.ctx.metrics
