@@ -39,12 +39,21 @@ from pykka._envelope import Envelope
 
 from supervisor._futures import new_future
 from supervisor._logging import get_logger
+from supervisor._runtime import gevent_patched
 from supervisor._slice import TimeSlice
 
 _log = get_logger("supervisor.actor_pool")
 
 TURN = 64
 """Messages one actor handles before the worker moves on to the next actor with work."""
+
+CORE_WORKERS_THREADS = 4
+CORE_WORKERS_GEVENT = 1
+"""Under gevent every worker runs on the one OS thread, so a second busy worker adds no
+capacity, only its time slice to every other greenlet's wait: with four, an asyncio
+loop on the hub waited 30-77 ms at 50 busy sessions, with one 21-24 ms
+(``tests/test_aio_heartbeat.py``), and a load test spent less CPU per turn. A handler
+that blocks still gets the others a worker, from the watcher, after ``stall_after``."""
 
 
 class ActorPool:
@@ -53,9 +62,10 @@ class ActorPool:
     WATCH_IDLE = 60.0
     """The watcher's wait while no actor waits (it is woken when one does)."""
 
-    def __init__(self, core_workers: int = 4, stall_after: float = 0.5,
+    def __init__(self, core_workers: int | None = None, stall_after: float = 0.5,
                  idle_exit: float = 2.0) -> None:
-        self.core_workers = core_workers
+        self.core_workers = core_workers or (
+            CORE_WORKERS_GEVENT if gevent_patched() else CORE_WORKERS_THREADS)
         self.stall_after = stall_after
         self.idle_exit = idle_exit
         self._reset()
@@ -69,6 +79,11 @@ class ActorPool:
         # Python locks (about 7 % of the client's CPU at 1,000 chat sessions).
         self._watch_wake = threading.Event()
         """Set when actors wait and no worker is free: the watcher looks for a stall."""
+        self._watcher_dozing = True
+        """Guarded by the lock: the watcher's wait is the long one (no actor waited when it
+        looked), so only a wake brings it back; otherwise it looks again soon by itself
+        and a wake per schedule would be a thread switch each (under gevent, each one
+        of a burst)."""
         # Guarded by the lock:
         self._ready: deque[tuple[PooledActor, float]] = deque()
         """Actors with work and no worker, with when they were queued (FIFO: fair)."""
@@ -111,7 +126,8 @@ class ActorPool:
                 self._idle.pop().set()  # claimed: the next schedule does not count on it
             elif self._workers < self.core_workers:
                 self._spawn()
-            else:
+            elif self._watcher_dozing:
+                self._watcher_dozing = False
                 self._watch_wake.set()
 
     def _spawn(self) -> None:
@@ -180,6 +196,7 @@ class ActorPool:
                     self._spawn()
                     self._ready[0] = (self._ready[0][0], time.monotonic())  # one per stall
                 wait = self.stall_after / 2 if self._ready else self.WATCH_IDLE
+                self._watcher_dozing = not self._ready
             self._watch_wake.wait(wait)
             self._watch_wake.clear()  # the state is read under the lock just after
 

@@ -17,8 +17,9 @@ greenlet blocked in ``recv``.
 from __future__ import annotations
 
 import selectors
-import sys
 from typing import Any, Protocol
+
+from supervisor._runtime import gevent_patched
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -135,7 +136,6 @@ class GeventPoller:
 
 def make_poller() -> Poller:
     """The gevent poller in a gevent-patched process, else the selectors one."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
+    if gevent_patched():
         return GeventPoller()
     return SelectorPoller()

@@ -53,7 +53,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                            "_outgoing"})),
     ("transport", frozenset({"_transport", "_streams", "_reports", "_wsclient", "_http",
                              "_frames", "_reactor", "_pollers",
-                             "_admission", "_logging", "_futures", "_timer", "_slice",
+                             "_admission", "_logging", "_futures", "_timer", "_slice", "_runtime",
                              "policy",
                              "chainlit_auth"})),
     ("session actor", frozenset({"_session_actor", "_record", "_callbacks", "_actor_pool"})),

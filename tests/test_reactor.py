@@ -30,6 +30,7 @@ from supervisor._admission import Admission
 from supervisor._pollers import READ, WRITE, GeventPoller, SelectorPoller, make_poller
 from supervisor._reactor import THREAD_NAME, reactor
 from supervisor._reports import Ended, Opened, OpenFailed, Received, Report, Written
+from supervisor._slice import YIELD_EVERY, TimeSlice
 from supervisor._transport import Connection, TransportOptions
 from supervisor.errors import ConnectionLost
 from supervisor.protocols import Identity, make_codec
@@ -430,3 +431,28 @@ class TestPoller:
         finally:
             left.close()
             right.close()
+
+
+@pytest.mark.concurrency
+@pytest.mark.skipif(not GEVENT, reason="how a greenlet yields to the hub: gevent only")
+def test_a_slice_yields_to_greenlets_waiting_on_timers() -> None:
+    """A busy worker's yield lets a greenlet whose timer fell due run at once.
+
+    With ``sleep(0)`` the hub ran the yielding greenlet again from its callback
+    queue and polled timers and I/O only every 50 callbacks: about 50 slices
+    (100 ms) before an asyncio loop or a reader got its turn. Counted in slices,
+    so a slow machine makes no difference.
+    """
+    woke = threading.Event()
+    sleeper = threading.Thread(target=lambda: (time.sleep(0.001), woke.set()), daemon=True)
+    sleeper.start()  # under gevent it is parked on its timer once start() returns
+    busy = TimeSlice()
+    slices_used = 0
+    while not woke.is_set() and slices_used < 500:  # bounded: 500 slices of 2 ms
+        spun_from = time.monotonic()
+        while time.monotonic() - spun_from < YIELD_EVERY:
+            pass  # CPU work that never waits
+        busy.share()
+        slices_used += 1
+    assert woke.is_set()
+    assert slices_used <= 3, f"the timer waited {slices_used} slices"
