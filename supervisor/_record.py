@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,7 @@ class SessionRecord:
         self.lock = threading.Lock()
         self.ref: pykka.ActorRef[Any] | None = None
         """The live actor, or None between a crash and its successor's start."""
-        self.parked: deque[Command] = deque()
+        self.parked: list[Command] = []  # (a deque holds a 760-byte block even empty)
         self.terminal: SupervisorError | None = None
         """Set once the session is closed or failed: later commands fail with it."""
         self.on_release: Callable[[str | None], None] = _release_nobody

@@ -13,7 +13,6 @@ import contextlib
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 import pykka
@@ -70,9 +69,11 @@ class SessionActor(PooledActor):
         self._connections: dict[int, Connection] = {}
         """Every connection not yet reported ended, by generation: the current one, and
         any still closing (each close is bounded by ``write_timeout``)."""
-        self._written_now: deque[Written] = deque()
+        # Lists, not deques: both are empty between messages, and an empty deque holds
+        # a 64-slot block (760 bytes per session each; its clear() allocates a new one).
+        self._written_now: list[Written] = []
         """``Written`` reports made inside our own ``conn.send()``, settled after the feed."""
-        self._unhandled: deque[io.Command] = deque()
+        self._unhandled: list[io.Command] = []
         """Commands taken but not handled yet; the first is the one being handled."""
         self._handshake_deadline: tuple[int, Timer] | None = None
         """The generation whose handshake deadline is pending, and its timer."""
@@ -90,13 +91,13 @@ class SessionActor(PooledActor):
             terminal = self._record.terminal
             if terminal is not None:  # ended (Supervisor.stop) before this actor ran
                 while self._unhandled:
-                    fail_command(self._unhandled.popleft(), terminal)
+                    fail_command(self._unhandled.pop(0), terminal)
                 self.stop()
                 return
             self._feed(io.Start(self._cause))
             while self._unhandled:
                 self._feed(self._unhandled[0])
-                self._unhandled.popleft()
+                del self._unhandled[0]
         except Exception as exc:
             self._crashed(exc)
             raise
@@ -164,7 +165,9 @@ class SessionActor(PooledActor):
                             self._carry_out(rest)
                 raise
         while self._written_now:  # written at once inside our own conn.send()
-            written = self._written_now.popleft()
+            # Taken off before its feed, which may feed the next ones itself. (A list's
+            # pop(0) moves the rest: one send per entry, a few in a feed as a rule.)
+            written = self._written_now.pop(0)
             self._feed(io.FrameWritten(written.generation, written.token))  # type: ignore[arg-type]
 
     def _carry_out(self, effect: io.Effect) -> None:  # noqa: PLR0912 - one flat dispatch
@@ -294,7 +297,7 @@ class SessionActor(PooledActor):
         with record.lock:
             terminal = record.terminal
             if terminal is None:  # ahead of anything parked since: they are older
-                record.parked.extendleft(reversed(held))
+                record.parked[:0] = held
         if terminal is not None:  # it had ended already: no successor will take them
             for command in held:
                 fail_command(command, terminal)

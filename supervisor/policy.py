@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -114,7 +113,9 @@ class RestartBudget:
 
     def __init__(self, policy: RestartPolicy) -> None:
         self._policy = policy
-        self._times: deque[float] = deque()
+        self._times: list[float] = []
+        """Restart times within the window: at most ``max_restarts`` (a list: a deque
+        holds a 760-byte block even empty, in every session)."""
         self.attempt = 0
         """Consecutive restarts since the last stable connection (backoff exponent)."""
 
@@ -128,7 +129,7 @@ class RestartBudget:
         if uptime is not None and uptime >= self._policy.reset_after:
             self.attempt = 0
         while self._times and now - self._times[0] > self._policy.restart_window:
-            self._times.popleft()
+            del self._times[0]
         if len(self._times) >= self._policy.max_restarts:
             return False
         self._times.append(now)

@@ -113,13 +113,18 @@ class Driver:
     def __init__(self, ctx: RunContext, number: int, rng: random.Random) -> None:
         self.ctx = ctx
         self.number = number
-        self.rng = rng
         config = ctx.config
         self.threads = [new_thread_id(rng) for _ in range(config.threads_per_session)]
+        # A Random is 2.5 KiB: only a seed is kept, for the draws a few runs make
+        # (--messages, a scenario's rng), reproducible all the same.
+        self._seed = rng.getrandbits(64)
+        self._rng: random.Random | None = None
         self.session: Session | None = None
         self.session_id = f"lt{number:05d}"
         self._thread_index = 0
-        self._inbox = _Inbox()
+        # Chainlit turns read the session's chat(); only replies to a send or an emit
+        # are awaited here (a Condition and its deque: 1.4 KiB per session otherwise).
+        self._inbox = _Inbox() if config.protocol != "chainlit" else None
         # generation -> (when connected, seconds spent confirming the thread)
         self._connected: dict[int, tuple[float, float | None]] = {}
         self._turns_done = 0
@@ -229,9 +234,16 @@ class Driver:
             else:
                 self._count_loss()
 
+    @property
+    def rng(self) -> random.Random:
+        """This session's random draws, seeded from the run's (``--seed``)."""
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
+
     def on_event(self, event: Event) -> None:
         inbox = self._inbox
-        if not inbox.listening:
+        if inbox is None or not inbox.listening:
             # Read without the lock, as most events (every token of a Chainlit turn)
             # come while no reply is awaited. A turn sets it before it sends, so no
             # reply can come before it is seen set.
@@ -256,8 +268,9 @@ class Driver:
     def wake(self) -> None:
         """Cut every wait short: the run ended, or this session was retired."""
         self._woken.set()
-        with self._inbox.cond:
-            self._inbox.cond.notify_all()
+        if self._inbox is not None:
+            with self._inbox.cond:
+                self._inbox.cond.notify_all()
 
     def pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until :meth:`wake` (at once if it came already)."""
@@ -488,6 +501,7 @@ class Driver:
     def _reply_turn(self, session: Session, text: str) -> None:
         """websocket / socketio: send, then wait for the reply event."""
         config, inbox = self.ctx.config, self._inbox
+        assert inbox is not None, "made for every protocol but chainlit"
         with inbox.cond:
             inbox.events.clear()
             inbox.listening = True
@@ -523,6 +537,7 @@ class Driver:
                      started: float) -> tuple[Event | None, Event | None]:
         """The first inbound event and the reply (``name``, or any); bounded."""
         inbox = self._inbox
+        assert inbox is not None
         end = min(started + limit, self.ctx.deadline)
         first: Event | None = None
         with inbox.cond:
