@@ -122,9 +122,9 @@ class FrameDecoder:
             raise self._error
         try:
             while True:
-                if self._need < 0 and not self._read_header():
-                    return None
-                if not self._read_payload():
+                if (self._need < 0 and not self._read_header()) or not self._read_payload():
+                    if self._position >= len(self._buffer):  # all read: let the bytes go
+                        self._buffer, self._position = b"", 0
                     return None
                 result = self._frame_done()
                 if result is not None:

@@ -53,6 +53,21 @@ from supervisor.protocols.base import Codec
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 READ_CHUNK = 64 * 1024
 """Bytes asked of the socket per readiness: many frames per system call."""
+_read_buffers = threading.local()
+"""Each reading thread's ``READ_CHUNK`` buffer (in practice the loop's only). Reading
+into it and copying out what came, instead of ``os.read(fd, READ_CHUNK)``, spares the
+allocator a 64 KiB block per read shrunk to the bytes read: the small leftovers that
+outlive the reads kept the heap from shrinking, and RSS grew 12-32 MB in 40 s at 500
+sessions (1.1 MB with this and the decoder letting go of a consumed read)."""
+
+
+def _read_into_buffer(read_into: Callable[[memoryview], int]) -> bytes:
+    """One read through this thread's buffer; the bytes read (empty at EOF)."""
+    view: memoryview | None = getattr(_read_buffers, "view", None)
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(READ_CHUNK))
+    count = read_into(view)
+    return bytes(view[:count])
 _TLS_WRITE_CHUNK = 16 * 1024
 """Bytes handed to one TLS write (one record): a retry after WANT_WRITE repeats it."""
 OP = websocket.ABNF
@@ -388,7 +403,7 @@ class Streams:
         assert sock is not None
         while self._reading and self._deliver(decoder):
             try:
-                data = os.read(self._fd, READ_CHUNK) if not self._tls else sock.recv(READ_CHUNK)
+                data = _read_into_buffer(self._readv if not self._tls else sock.recv_into)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 return
             except ssl.SSLWantWriteError:
@@ -404,6 +419,9 @@ class Streams:
             if not self._tls or not _tls_pending(sock):
                 self._deliver(decoder)
                 return  # level-triggered: the loop comes back while the socket has more
+
+    def _readv(self, view: memoryview) -> int:
+        return os.readv(self._fd, [view])
 
     def _deliver(self, decoder: FrameDecoder) -> bool:
         """Hand out decoded messages while there is credit; False: stop reading for now."""
