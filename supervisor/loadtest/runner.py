@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import IO, Any, Protocol
 
+from supervisor._actor_pool import favour_throughput
 from supervisor.chainlit_auth import login, mint_jwt, token_cookies
 from supervisor.errors import DeadlineExceeded, HandshakeError, HandshakeRefused
 from supervisor.loadtest.config import LoadTestConfig
@@ -135,6 +136,7 @@ def start_target(config: LoadTestConfig,
 def run(config: LoadTestConfig, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Run the load test ``config`` describes; return the exit status."""
     out, err = out or sys.stdout, err or sys.stderr
+    favour_throughput()  # this process runs only sessions: no asyncio loop to be fair to
     started = start_target(config, err)
     if started is None:
         return EXIT_UNREACHABLE
