@@ -268,6 +268,7 @@ def favour_throughput() -> None:
     with shared_pool._lock:
         shared_pool.core_workers = max(shared_pool.core_workers, CORE_WORKERS_THREADS)
 
+
 os.register_at_fork(after_in_child=shared_pool._reset)
 
 

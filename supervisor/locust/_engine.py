@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor._actor_pool import favour_throughput
 from supervisor.loadtest.runner import Credentials
 from supervisor.locust._options import RunSettings, settings_for
 from supervisor.locust._payload import LocalMetrics
@@ -42,6 +43,9 @@ class Engine:
     def supervisor(self) -> Supervisor:
         with self._lock:
             if self._supervisor is None:
+                # A Locust process is a load test: throughput over fairness to other
+                # greenlets, as in ``supervisor loadtest`` (before the first session).
+                favour_throughput()
                 self._supervisor = Supervisor.start(RestartPolicy(
                     backoff_base=0.25, backoff_cap=5.0))
             return self._supervisor
