@@ -56,9 +56,9 @@ READ_CHUNK = 64 * 1024
 _read_buffers = threading.local()
 """Each reading thread's ``READ_CHUNK`` buffer (in practice the loop's only). Reading
 into it and copying out what came, instead of ``os.read(fd, READ_CHUNK)``, spares the
-allocator a 64 KiB block per read shrunk to the bytes read: the small leftovers that
-outlive the reads kept the heap from shrinking, and RSS grew 12-32 MB in 40 s at 500
-sessions (1.1 MB with this and the decoder letting go of a consumed read)."""
+allocator a 64 KiB block per read shrunk to the bytes read, whose leftovers kept the
+heap from shrinking. At 500 chat sessions for 60 s, with the decoder letting go of a
+consumed read too: RSS at the end 83.8 and 94.8 MiB against 106.4 and 98.1 before."""
 
 
 def _read_into_buffer(read_into: Callable[[memoryview], int]) -> bytes:
@@ -68,6 +68,8 @@ def _read_into_buffer(read_into: Callable[[memoryview], int]) -> bytes:
         view = _read_buffers.view = memoryview(bytearray(READ_CHUNK))
     count = read_into(view)
     return bytes(view[:count])
+
+
 _TLS_WRITE_CHUNK = 16 * 1024
 """Bytes handed to one TLS write (one record): a retry after WANT_WRITE repeats it."""
 OP = websocket.ABNF
