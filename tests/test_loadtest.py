@@ -423,18 +423,6 @@ class TestDriverWaits:
         assert returned.wait(10.0)
         assert driver.ending == (how == "retire")  # wake() follows the run's own end
 
-    def test_the_record_of_connects_stays_bounded(self) -> None:
-        """A thread switch every few seconds for hours: the driver keeps the latest
-        connects only, and still knows the current one (a loss of it is a lost
-        connection, not a failed handshake)."""
-        driver = self.driver()
-        for generation in range(1, 10_001):
-            driver.on_lifecycle(Lifecycle(driver.session_id, LifecycleKind.CONNECTED, "t",
-                                          generation, float(generation)))
-        assert len(driver._connected) == CONNECTS_KEPT
-        assert 10_000 in driver._connected
-        assert driver.ctx.metrics.counts()["connects"] == 10_000
-
     def test_a_pause_after_the_wake_returns_at_once(self) -> None:
         """A wake that came before the pause is not lost."""
         driver = self.driver()
@@ -443,3 +431,19 @@ class TestDriverWaits:
         threading.Thread(target=lambda: (driver.pause(3600.0), returned.set()),
                          daemon=True).start()
         assert returned.wait(10.0)
+
+
+class TestDriverRecords:
+    """What a driver keeps about its session stays bounded however long the run."""
+
+    def test_the_record_of_connects_stays_bounded(self) -> None:
+        """A thread switch every few seconds for hours: the driver keeps the latest
+        connects only, and still knows the current one (a loss of it is a lost
+        connection, not a failed handshake)."""
+        driver = TestDriverWaits.driver()
+        for generation in range(1, 10_001):
+            driver.on_lifecycle(Lifecycle(driver.session_id, LifecycleKind.CONNECTED, "t",
+                                          generation, float(generation)))
+        assert len(driver._connected) == CONNECTS_KEPT
+        assert 10_000 in driver._connected
+        assert driver.ctx.metrics.counts()["connects"] == 10_000

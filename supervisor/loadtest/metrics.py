@@ -89,7 +89,7 @@ def _ms(micros: float) -> float:
 # hdrh reads a histogram with a Python call per bucket (23,552 of them here): its mean
 # walked every bucket in 0.16 s per histogram, and a report's means cost 2.6 s of a
 # 30 s run's CPU at N=1,000 (py-spy). The readers below copy the counts at C speed
-# and give the same figures as hdrh's own (tests/test_metrics.py checks them).
+# and give the same figures as hdrh's own (tests/test_loadtest.py checks them).
 
 
 @functools.cache
@@ -434,8 +434,9 @@ class Metrics:
 
     def roll(self) -> dict[str, Any]:
         """Close the current interval; return (and keep) its record."""
-        fresh = {name: new_histogram() for name in INTERVAL_LATENCIES}  # hdrh's reset()
-        # zeroes its 23,552 buckets one Python call at a time; a new one is zeroed in C
+        # New histograms, not reset ones: hdrh's reset() zeroes its 23,552 buckets one
+        # Python call at a time, a new histogram is zeroed in C.
+        fresh = {name: new_histogram() for name in INTERVAL_LATENCIES}
         with self._lock:
             now = self._clock()
             finished, self._current = self._current, fresh
