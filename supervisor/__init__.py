@@ -20,6 +20,7 @@ own), as ``tests/test_layers.py`` checks:
     errors, messages, spec pure records (and _supervision, the supervisor's messages)
     protocols/             pure framing and identity: websocket | socketio | chainlit;
                            reads a ProtocolConfig, imports nothing above itself
+                           (the standard library, and orjson to read JSON)
 
 The library never configures logging; see ``docs/logging.md``.
 """

@@ -131,6 +131,30 @@ class TestPacketGrammar:
         """A namespace with a query string names the namespace without it."""
         assert decode_packet('0/chat?x=1,{"sid":"a"}').namespace == "/chat"
 
+    @pytest.mark.parametrize("body", [
+        '["e",{"n":9223372036854775807,"m":-9223372036854775808}]',
+        '["e",123456789012345678901234567890]',  # past 64 bits: an int, not a float
+        '["e",-9223372036854775809]',
+        '["e",NaN,Infinity,-Infinity]',  # json reads them; orjson does not
+        '["e",1E400]',
+        '["e","\\ud800"]',  # a lone surrogate, escaped
+        '["e","\ud800"]',  # a lone surrogate itself
+        '["e",{"a":1,"a":2}]',
+        '["e","w\\u00f6rld","ü",0.1,-0,1e-400,null,true]',
+    ])
+    def test_bodies_read_as_json_reads_them(self, body: str) -> None:
+        """Packet data is what ``json.loads`` makes of the body, whatever reads it first."""
+        ours = decode_packet("2" + body).data
+        expected = json.loads(body)
+        assert json.dumps(ours) == json.dumps(expected)
+        assert [type(value) for value in ours] == [type(value) for value in expected]
+
+    @pytest.mark.parametrize("body", ['["e",', '["e"]x', "[" * 100_000 + "]" * 100_000, "{'a':1}"])
+    def test_bodies_that_are_not_json_are_refused(self, body: str) -> None:
+        """Bad or too deep JSON is a ValueError (a malformed frame), nothing else."""
+        with pytest.raises(ValueError, match=r"JSON|Expecting|Extra data|recursion"):
+            decode_packet("2" + body)
+
     def test_bad_ack_ids_are_refused_when_encoding(self) -> None:
         """Negative, bool and non-int ack ids never reach the wire."""
         for bad in (-1, True, "3", 1.5):

@@ -55,7 +55,8 @@ def iso_timestamp(when: datetime | float) -> str:
         moment = when.astimezone(UTC)
     else:
         moment = datetime.fromtimestamp(when, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is C code: strftime was 1.2 % of a load test's CPU at 300 sessions.
+    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def user_message(text: str, thread_id: str | None, message_id: str,

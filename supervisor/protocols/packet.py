@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from supervisor.protocols import binary
 from supervisor.protocols.base import Frames
 
@@ -29,9 +31,38 @@ CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range
 
 _DIGITS = frozenset("0123456789")
 
+_DIGIT_MARKS = bytes(0x23 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
+"""Maps each digit byte to ``#`` and every other byte to ``.``, to find runs of digits."""
+_LONG_NUMBER = b"#" * 19
+"""A run of digits as long as an integer past 64 bits needs: orjson reads that as a float."""
+
+
 def dumps(value: Any) -> str:
     """Compact JSON as Socket.IO clients write it; NaN and infinities are refused."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def loads(text: str) -> Any:
+    """JSON from the wire, as ``json.loads`` reads it; ValueError if it is not JSON.
+
+    orjson reads a packet about twice as fast as ``json``, its check below
+    included. Where the two differ, ``json``'s reading stands: orjson refuses
+    NaN, infinities and lone surrogates (``json`` is asked again) and reads an
+    integer past 64 bits as a float (text with 19 digits in a row goes to
+    ``json`` from the start; a regular expression finding them cost more than
+    ``json`` itself).
+    """
+    raw = text.encode("utf-8", "surrogatepass")  # orjson refuses a surrogate: json decides
+    if _LONG_NUMBER not in raw.translate(_DIGIT_MARKS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # not JSON, or JSON only ``json`` reads: it decides
+    try:
+        return json.loads(text)
+    except RecursionError:
+        msg = "JSON nested too deeply"
+        raise ValueError(msg) from None
 
 
 def normalize_namespace(namespace: str) -> str:
@@ -97,8 +128,12 @@ def encode_packet(packet_type: int, namespace: str, data: Any = None,
 def encode_frames(packet_type: int, namespace: str, data: Any,
                   ack_id: int | None = None) -> Frames:
     """The frames of one EVENT or ACK: one text frame, or a binary packet and its attachments."""
-    if not binary.has_binary(data):
+    try:
+        # Most data holds no bytes, and JSON refuses bytes: try it as text first.
         return [encode_packet(packet_type, namespace, data, ack_id)]
+    except TypeError:
+        if not binary.has_binary(data):
+            raise
     placeheld, attachments = binary.deconstruct(data)
     binary_type = BINARY_EVENT if packet_type == EVENT else BINARY_ACK
     return [encode_packet(binary_type, namespace, placeheld, ack_id, len(attachments)),
@@ -136,9 +171,5 @@ def decode_packet(payload: str) -> Packet:
         raise ValueError(msg)
     ack_id = int(rest[:digits]) if digits else None
     body = rest[digits:]
-    try:
-        data = json.loads(body) if body else None
-    except RecursionError:
-        msg = "JSON nested too deeply"
-        raise ValueError(msg) from None
+    data = loads(body) if body else None
     return Packet(packet_type, namespace, ack_id, data, attachments)

@@ -59,6 +59,7 @@ from supervisor.protocols.packet import (
     decode_packet,
     encode_frames,
     encode_packet,
+    loads,
     normalize_namespace,
     pack_args,
     unpack_args,
@@ -271,8 +272,8 @@ class SocketIOCodec:
         if self._stage != "open":
             return [Malformed("unexpected second Engine.IO open packet")]
         try:
-            info = json.loads(payload)
-        except (ValueError, RecursionError):
+            info = loads(payload)
+        except ValueError:
             return [Malformed("Engine.IO open packet is not JSON")]
         if not isinstance(info, dict):
             return [Malformed("Engine.IO open packet is not a JSON object")]
