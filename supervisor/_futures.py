@@ -25,6 +25,7 @@ import pykka
 from pykka._future import _Unset
 
 from supervisor._logging import get_logger
+from supervisor._runtime import new_lock
 
 if TYPE_CHECKING:
     from pykka._future import GetHookFunc
@@ -91,14 +92,15 @@ class CallbackFuture(pykka.Future[T]):
     def _wait(self, timeout: float | None) -> None:
         """Block until settled; ``pykka.Timeout`` after ``timeout`` seconds."""
         if timeout is None or timeout > 0:
-            gate = threading.Lock()
+            gate = new_lock()
             gate.acquire()
 
             def open_gate(_: CallbackFuture[Any]) -> None:
                 gate.release()
 
             self.add_done_callback(open_gate)
-            if gate.acquire(timeout=-1 if timeout is None else timeout):
+            # No timeout means acquire(): gevent's semaphore (new_lock) reads -1 as "now".
+            if gate.acquire() if timeout is None else gate.acquire(timeout=timeout):
                 return
             # Timed out: take the callback back, so polling get(timeout) piles none up.
             with contextlib.suppress(ValueError):

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from supervisor._logging import get_logger
 from supervisor._pollers import READ, Poller, make_poller
+from supervisor._runtime import new_lock
 from supervisor._slice import TimeSlice
 
 _log = get_logger("supervisor.reactor")
@@ -55,7 +56,7 @@ class Reactor:
     """Internal: the process-wide loop; see the module docstring."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._pokes: list[Handler] = []
         self._woken = False
         """A wake-up byte is in flight: later pokes need not send another."""

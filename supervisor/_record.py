@@ -11,7 +11,6 @@ between actors and the ending. ``retire`` is the one way a record ends.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +22,7 @@ from supervisor._callbacks import UserCallbacks
 from supervisor._futures import reject, resolve
 from supervisor._logging import get_logger
 from supervisor._machine_io import Command
+from supervisor._runtime import new_lock
 from supervisor.messages import Close, Lifecycle, LifecycleKind, SessionState, SessionStatus
 from supervisor.spec import SessionSpec
 
@@ -46,7 +46,7 @@ class SessionRecord:
 
     def __init__(self, spec: SessionSpec) -> None:
         self.spec = spec
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.ref: pykka.ActorRef[Any] | None = None
         """The live actor, or None between a crash and its successor's start."""
         self.parked: list[Command] = []  # (a deque holds a 760-byte block even empty)

@@ -63,6 +63,7 @@ from supervisor._reports import (
     TransportOptions,
     Written,
 )
+from supervisor._runtime import new_lock
 from supervisor._streams import OP, SHUTDOWN, Streams, data_frame, shutdown
 from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefused
 from supervisor.protocols.base import Codec, VersionLookup
@@ -88,7 +89,7 @@ class Connection(Streams):
         self._report = report
         self._admission = admission
         self._options = options
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         """Guards the write buffer and the ending flags (``_streams``); inbound credit
         takes no lock (each of its counters has one writer)."""
         self._sock: socket.socket | None = None

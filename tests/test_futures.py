@@ -104,6 +104,28 @@ class TestWaiting:
         waiter.join(10)
         assert got == ["answer"]
 
+    def test_a_get_without_timeout_waits_until_settled(self) -> None:
+        """No timeout is no deadline: the wait lasts until another thread settles it."""
+        future: CallbackFuture[str] = new_future()
+        got: list[object] = []
+
+        def wait() -> None:
+            try:
+                got.append(future.get())
+            except pykka.Timeout as exc:  # what a wait read as "now" would raise
+                got.append(exc)
+
+        waiter = start(wait)
+        deadline = time.monotonic() + 10
+        while not future._callbacks and waiter.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)  # until the waiter is parked on its gate (its callback)
+        # Not a wait for an event: time for a wait that wrongly ends at once to end
+        # (gevent's took 23 ms here); a right one passes however long this takes.
+        time.sleep(0.2)
+        future.set("answer")
+        waiter.join(10)
+        assert got == ["answer"]
+
     def test_pykka_combinators_still_work(self) -> None:
         """map() builds a future of the same class with a get hook."""
         future: CallbackFuture[int] = new_future()

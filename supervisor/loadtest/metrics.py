@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-import threading
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
+
+from supervisor._runtime import new_lock
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
@@ -210,7 +211,7 @@ class Metrics:
         self.requested = requested
         self.interval_s = interval_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self.started_at = clock()
         self._histograms = {name: new_histogram() for name in LATENCIES}
         self._current = {name: new_histogram() for name in INTERVAL_LATENCIES}
