@@ -391,10 +391,13 @@ class SessionMachine(MachineBase):
         for action in actions:
             match action:
                 case Inbound(name, data, ack_id):
-                    # Labelled with the attempt that read it, never the latest Resume (I4).
-                    event = Event(self._spec.session_id, attempt.identity.thread_id,
-                                  attempt.generation, name, data, self._now)
-                    self._emit(io.Deliver(event, ack_id))
+                    # Nobody to hand it to and no answer asked for: no Event (a load
+                    # test's Chainlit sessions read their turns from _observe_turns).
+                    if self._spec.on_event is not None or ack_id is not None:
+                        # Labelled with the attempt that read it, never the latest Resume (I4).
+                        event = Event(self._spec.session_id, attempt.identity.thread_id,
+                                      attempt.generation, name, data, self._now)
+                        self._emit(io.Deliver(event, ack_id))
                     self._observe_turns(name, data)
                 case Acked(ack_id, data, ack_error):
                     self._on_acked(ack_id, data, ack_error)

@@ -54,11 +54,18 @@ def view(effect: io.Effect) -> tuple[Any, ...] | None:  # noqa: PLR0911, PLR0912
     return None
 
 
+def _ignore(_event: object) -> None:
+    return None
+
+
 class Harness:
     """One machine, a clock moved by hand, ids numbered; futures are plain tokens."""
 
     def __init__(self, previous: SessionState | None = None, **spec: Any) -> None:
         spec.setdefault("url", URL)
+        # A listener, so inbound events become Deliver effects (the machine makes
+        # none for a spec without one): I4 is checked on them.
+        spec.setdefault("on_event", _ignore)
         self.spec = SessionSpec(**spec)
         numbers = itertools.count(1)
         self.machine = SessionMachine(

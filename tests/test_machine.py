@@ -107,6 +107,14 @@ class TestNoCrossTalk:
         harness = connected()
         assert harness(io.FrameIn(1, "hi")) == [("deliver", "t-0", 1, "hi", None)]
 
+    def test_no_listener_no_event(self) -> None:
+        """With no on_event, an event that asks no answer is not delivered; one that does is."""
+        harness = connected(protocol="socketio", on_event=None)
+        harness(io.FrameIn(1, "0{\"sid\":\"x\",\"pingInterval\":25000,\"pingTimeout\":5000}"))
+        harness(io.FrameIn(1, "40{\"sid\":\"y\"}"))
+        assert harness(io.FrameIn(1, '42["news",1]')) == []
+        assert harness(io.FrameIn(1, '427["ask",2]')) == [("deliver", "t-0", 1, 2, 7)]
+
 
 class TestRestartsResumeLatest:
     """I5: a restart reconnects with the latest accepted thread."""
