@@ -32,6 +32,7 @@ from collections.abc import Callable
 from functools import partial
 
 from supervisor._logging import get_logger
+from supervisor._runtime import new_lock
 
 _log = get_logger("supervisor.admission")
 
@@ -163,7 +164,7 @@ class Admission:
         self._queue = AdmissionQueue(max_in_flight, max_per_second, max_waiting)
         self._clock = clock
         self._call_later = call_later
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._pumping = False
         """A thread is in ``_pump``'s loop (guarded by ``_lock``)."""
 

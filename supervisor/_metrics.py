@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import bisect
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from supervisor._runtime import new_lock
 from supervisor.messages import Lifecycle, LifecycleKind, SessionStatus
 from supervisor.policy import BUDGET_EXHAUSTED
 
@@ -182,7 +182,7 @@ class SupervisorTap:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._admission = admission
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._tracks: dict[str, _Track] = {}
         self._handshakes = 0
         self._resumes = 0
