@@ -1,7 +1,7 @@
 """What the transport adds on top of websocket-client (internal).
 
-websocket-client makes the socket, runs the upgrade and encodes our frames
-(``_frames`` decodes the server's). It keeps a process-wide cookie jar, reads an
+websocket-client makes the socket and runs the upgrade (``_frames`` encodes our
+frames and decodes the server's). It keeps a process-wide cookie jar, reads an
 upgrade response without a bound, and its timeouts are per read: the pieces
 here close those gaps without replacing it.
 """
@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import ipaddress
 import itertools
+import os
 import socket
 import ssl
 import struct
@@ -26,12 +27,12 @@ import websocket._http as _ws_http
 import websocket._socket as _ws_socket
 import websocket._url as _ws_url
 
+from supervisor._frames import encode_frame
 from supervisor._http import TlsOptions
 from supervisor._logging import get_logger
 from supervisor.errors import HandshakeError
 
 _log = get_logger("supervisor.transport")
-ABNF = websocket.ABNF
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TOO_BIG = 1009
@@ -209,9 +210,8 @@ class Upgrader(websocket.WebSocket):
 
 
 def frame_bytes(payload: bytes | str, opcode: int) -> bytes:
-    """One final, masked client frame."""
-    data: bytes = ABNF.create_frame(payload, opcode).format()
-    return data
+    """One final client frame, masked with a fresh key from the OS's randomness."""
+    return encode_frame(payload, opcode, os.urandom(4))
 
 
 def close_payload(code: int) -> bytes:

@@ -19,6 +19,7 @@ from supervisor._frames import (
     FrameError,
     FrameTooBig,
     ProtocolViolation,
+    encode_frame,
 )
 
 LIMIT = 1024
@@ -200,3 +201,41 @@ class TestHostileBytes:
         assert type(pieces[1]) is type(whole[1])
         assert str(pieces[1]) == str(whole[1])
         assert all(len(payload) <= max(limit, 125) for _, payload in whole[0])
+
+
+class TestEncoder:
+    """Our client frames: RFC 6455's own example, byte for byte websocket-client's, and
+    read back by the ``websockets`` server's parser."""
+
+    def test_rfc_6455_example(self) -> None:
+        """Section 5.7: a single-frame masked text message "Hello"."""
+        assert encode_frame("Hello", OP_TEXT, bytes.fromhex("37fa213d")) == bytes.fromhex(
+            "818537fa213d7f9f4d5158")
+
+    @pytest.mark.parametrize(("length", "opcode"), [
+        *((length, opcode) for opcode in (OP_TEXT, OP_BINARY)
+          for length in (0, 1, 3, 125, 126, 127, 65535, 65536, 70001)),
+        *((length, opcode) for opcode in (OP_CLOSE, OP_PONG) for length in (0, 2, 125)),
+    ])
+    def test_same_bytes_as_websocket_client(self, length: int, opcode: int) -> None:
+        """Every length form (7-bit, 16-bit, 64-bit) and opcode, with the same key."""
+        websocket = pytest.importorskip("websocket")
+        payload = bytes(itertools.islice(itertools.cycle(range(256)), length))
+        mask = b"\x01\x80\xfe\x7f"
+        theirs = websocket.ABNF.create_frame(payload, opcode)
+        theirs.get_mask_key = lambda _size: mask
+        assert encode_frame(payload, opcode, mask) == theirs.format()
+
+    @pytest.mark.parametrize("payload", ["", "wörld ✓", "x" * 200_000])
+    def test_a_server_reads_it_back(self, payload: str) -> None:
+        """The ``websockets`` library's server-side parser unmasks it to the same text."""
+        frames = pytest.importorskip("websockets.frames")
+        streams = pytest.importorskip("websockets.streams")
+        reader = streams.StreamReader()
+        reader.feed_data(encode_frame(payload, OP_TEXT, b"\x9a\x01\x00\xff"))
+        parser = frames.Frame.parse(reader.read_exact, mask=True)
+        with pytest.raises(StopIteration) as done:
+            next(parser)
+        parsed = done.value.value
+        assert (parsed.opcode, parsed.fin, parsed.data.decode()) == (frames.Opcode.TEXT, True,
+                                                                     payload)
