@@ -14,8 +14,7 @@ def gevent_patched() -> bool:
     which time a gevent process is patched: ``supervisor loadtest`` patches
     first, and so must a program that uses gevent (docs/services.md).
     """
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("socket"))
+    return _patched("socket")
 
 
 def new_lock() -> threading.Lock:
@@ -26,9 +25,14 @@ def new_lock() -> threading.Lock:
     semaphore itself (measured here), on locks taken a few times per frame.
     Bounded, so a release without an acquire still raises, as a lock's does.
     """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):  # greenlets, not threads
+    if _patched("threading"):  # greenlets, not threads
         from gevent.lock import BoundedSemaphore  # type: ignore[import-untyped]  # noqa: PLC0415
 
         return cast("threading.Lock", BoundedSemaphore(1))  # the same methods
     return threading.Lock()
+
+
+def _patched(module: str) -> bool:
+    """Whether gevent has patched the standard library's ``module`` in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched(module))

@@ -32,10 +32,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import websocket
-
 from supervisor import _wsclient as wsc
 from supervisor._frames import (
+    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -72,7 +71,6 @@ def _read_into_buffer(read_into: Callable[[memoryview], int]) -> bytes:
 
 _TLS_WRITE_CHUNK = 16 * 1024
 """Bytes handed to one TLS write (one record): a retry after WANT_WRITE repeats it."""
-OP = websocket.ABNF
 SHUTDOWN = object()
 """Write-queue marker: everything before it is written; shut the socket down."""
 _EOF = "the server closed the TCP connection without a close frame"
@@ -457,7 +455,7 @@ class Streams:
                                    clean=clean)
                 return False
             if opcode == OP_PING:
-                self._enqueue(wsc.frame_bytes(payload, OP.OPCODE_PONG), None)
+                self._enqueue(wsc.frame_bytes(payload, OP_PONG), None)
             elif opcode != OP_PONG:
                 self._dispatch(opcode, payload)
 
@@ -495,7 +493,7 @@ class Streams:
             self._drop_unstarted()
             if not self._writes:
                 self._write_deadline = time.monotonic() + self._options.write_timeout
-            frame = wsc.frame_bytes(wsc.close_payload(close), OP.OPCODE_CLOSE)
+            frame = wsc.frame_bytes(wsc.close_payload(close), OP_CLOSE)
             self._queue().extend(((frame, None), (SHUTDOWN, None)))
             self._write_bytes += len(frame)
         self._flush()
@@ -568,7 +566,7 @@ class Streams:
 
 def data_frame(frame: str | bytes) -> bytes:
     """``frame`` as a masked client frame: text for ``str``, binary for ``bytes``."""
-    return wsc.frame_bytes(frame, OP.OPCODE_TEXT if isinstance(frame, str) else OP.OPCODE_BINARY)
+    return wsc.frame_bytes(frame, OP_TEXT if isinstance(frame, str) else OP_BINARY)
 
 
 def _tls_pending(sock: socket.socket) -> int:

@@ -46,6 +46,7 @@ import websocket
 
 from supervisor import _wsclient as wsc
 from supervisor._admission import Admission, Ticket
+from supervisor._frames import OP_CLOSE
 from supervisor._http import (
     MAX_REFUSAL_BODY,
     REDIRECT_STATUSES,
@@ -64,7 +65,7 @@ from supervisor._reports import (
     Written,
 )
 from supervisor._runtime import new_lock
-from supervisor._streams import OP, SHUTDOWN, Streams, data_frame, shutdown
+from supervisor._streams import SHUTDOWN, Streams, data_frame, shutdown
 from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefused
 from supervisor.protocols.base import Codec, VersionLookup
 
@@ -137,7 +138,7 @@ class Connection(Streams):
         # One write for the last frames and the close frame: one segment for the
         # server to read, not one per frame. Bounded like any write: the loop ends
         # the connection past write_timeout.
-        close = wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP.OPCODE_CLOSE)
+        close = wsc.frame_bytes(wsc.close_payload(wsc.CLOSE_NORMAL), OP_CLOSE)
         self._enqueue(b"".join([*map(data_frame, last_frames), close]), None, closing=True)
         with self._lock:
             self._by_us = True

@@ -121,7 +121,7 @@ class TestWaiting:
             time.sleep(0.001)  # until the waiter is parked on its gate (its callback)
         # Not a wait for an event: time for a wait that wrongly ends at once to end
         # (gevent's took 23 ms here); a right one passes however long this takes.
-        time.sleep(0.2)
+        waiter.join(0.2)
         future.set("answer")
         waiter.join(10)
         assert got == ["answer"]
