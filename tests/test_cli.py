@@ -314,3 +314,16 @@ class TestRealChainlit:
         assert_worked(result, report)
         assert report["target"]["embedded"] is False
         assert report["counts"]["errors"] == {}
+
+
+def test_patch_gevent_patches_and_puts_the_metadata_lookup_back() -> None:
+    """``patch_gevent`` patches as ``patch_all`` does, and leaves ``importlib.metadata`` as it
+    found it (its one-scan lookup lasts only while gevent patches)."""
+    probe = ("from importlib import metadata; before = metadata.entry_points; "
+             "from supervisor.cli import patch_gevent; patch_gevent(); "
+             "from gevent import monkey; "
+             "print(monkey.is_module_patched('socket'), monkey.is_module_patched('threading'), "
+             "metadata.entry_points is before)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["True", "True", "True"]
