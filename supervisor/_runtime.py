@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
-from typing import Protocol, cast
+from typing import cast
 
 
 def gevent_patched() -> bool:
@@ -31,33 +30,6 @@ def new_lock() -> threading.Lock:
 
         return cast("threading.Lock", BoundedSemaphore(1))  # the same methods
     return threading.Lock()
-
-
-class Joinable(Protocol):
-    """A started thread, or a greenlet under gevent."""
-
-    def join(self, timeout: float | None = None) -> object: ...
-
-
-def launch(target: Callable[[], None], name: str) -> Joinable:
-    """Start ``target`` in a daemon thread of its own, without waiting for it to begin.
-
-    ``Thread.start()`` waits until the new thread runs; under gevent that is one
-    turn of a busy event loop per start, which capped a 5,000-session ramp at
-    about 2,500 sessions started in 30 s. A thread object costs besides: under
-    gevent, starting one took 101 µs of CPU against 37 µs for a greenlet
-    (measured here). So under gevent this spawns a greenlet (``name`` then names
-    nothing) and returns at once. On threads it raises ``RuntimeError`` when the
-    OS has no thread to give, as ``Thread.start()`` does.
-    """
-    if _patched("threading"):
-        import gevent  # type: ignore[import-untyped]  # noqa: PLC0415 - gevent runtime only
-
-        greenlet: Joinable = gevent.spawn(target)
-        return greenlet
-    thread = threading.Thread(target=target, daemon=True, name=name)
-    thread.start()
-    return thread
 
 
 def _patched(module: str) -> bool:

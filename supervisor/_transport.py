@@ -64,7 +64,7 @@ from supervisor._reports import (
     TransportOptions,
     Written,
 )
-from supervisor._runtime import launch, new_lock
+from supervisor._runtime import new_lock
 from supervisor._streams import SHUTDOWN, Streams, data_frame, shutdown
 from supervisor.errors import HandshakeError, HandshakeRedirected, HandshakeRefused
 from supervisor.protocols.base import Codec, VersionLookup
@@ -164,11 +164,10 @@ class Connection(Streams):
 
     def _admitted(self) -> None:
         """The admission's call: the slot is ours, the handshake starts in its own thread."""
-        _handshakes.started()
+        thread = threading.Thread(target=self._run, daemon=True, name=f"ws-gen{self.generation}")
         try:
-            launch(self._run, f"ws-gen{self.generation}")
+            thread.start()
         except RuntimeError as exc:  # out of threads: this handshake fails, the slot frees
-            _handshakes.ended()
             self._admission.release()
             self._report(OpenFailed(self.generation, HandshakeError(
                 f"could not start the handshake: {exc}")))
@@ -195,12 +194,6 @@ class Connection(Streams):
             shutdown(sock)  # aborted while the socket was being made
 
     def _run(self) -> None:
-        try:
-            self._handshake()
-        finally:
-            _handshakes.ended()
-
-    def _handshake(self) -> None:
         try:
             sock, secure = self._open()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, typed
@@ -309,30 +302,6 @@ class Connection(Streams):
         if self._cancelled.is_set():
             msg = "handshake aborted"
             raise HandshakeError(msg)
-
-
-class _Running:
-    """How many handshake threads (greenlets under gevent) are running: tests read it."""
-
-    def __init__(self) -> None:
-        self._lock = new_lock()
-        self.count = 0
-
-    def started(self) -> None:
-        with self._lock:
-            self.count += 1
-
-    def ended(self) -> None:
-        with self._lock:
-            self.count -= 1
-
-
-_handshakes = _Running()
-
-
-def handshakes_running() -> int:
-    """Handshake threads started and not yet ended, in this process."""
-    return _handshakes.count
 
 
 def same_origin_target(current: str, location: str) -> str | None:

@@ -31,7 +31,7 @@ from supervisor._pollers import READ, WRITE, GeventPoller, SelectorPoller, make_
 from supervisor._reactor import THREAD_NAME, reactor
 from supervisor._reports import Ended, Opened, OpenFailed, Received, Report, Written
 from supervisor._slice import YIELD_EVERY, TimeSlice
-from supervisor._transport import Connection, TransportOptions, handshakes_running
+from supervisor._transport import Connection, TransportOptions
 from supervisor.errors import ConnectionLost
 from supervisor.protocols import Identity, make_codec
 
@@ -116,7 +116,8 @@ class TestOneLoop:
                 reader = reports.threads[reports.items.index(reports.of(Received)[0])]
                 assert reader == THREAD_NAME
             # Each handshake thread ends once its socket is handed to the loop.
-            wait_until(lambda: handshakes_running() == 0,
+            wait_until(lambda: not any(t.name.startswith("ws-gen")
+                                       for t in threading.enumerate()),
                        what="the handshake threads to end")
             for reports, conn in pairs:
                 conn.close()
@@ -362,7 +363,7 @@ def test_threads_runtime_uses_one_thread_per_session(ws_server: RecordingServer)
         for index, session in enumerate(sessions):
             session.send(f"hello {index}").get(timeout=20)
         log.wait_for_count(count, timeout=20)
-        wait_until(lambda: handshakes_running() == 0,
+        wait_until(lambda: not any(t.name.startswith("ws-gen") for t in threading.enumerate()),
                    what="the handshake threads to end")
         used = threading.active_count() - before
     # The process-wide ones (reactor, deadlines, actor pool) may predate this test.
