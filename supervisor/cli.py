@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 GEVENT_HINT = "from your checkout: pip install -e '.[gevent]'"
-_GEVENT_BOOT = ("import sys; from supervisor.cli import main, patch_gevent; patch_gevent(); "
+_GEVENT_BOOT = ("import sys; from supervisor.cli import main, _patch_gevent; _patch_gevent(); "
                 "sys.exit(main(sys.argv[1:]))")
 _PATCH_SENSITIVE = ("ssl", "websocket", "pykka", "http.client", "urllib.request")
 """Modules that keep references to socket or thread primitives once imported."""
@@ -59,7 +59,7 @@ def requested_runtime(args: Sequence[str], environ: Mapping[str, str]) -> str:
     return (value or "threads").strip().lower()
 
 
-def patch_gevent() -> None:
+def _patch_gevent() -> None:
     """``gevent.monkey.patch_all()``, its plugin lookups answered from one scan.
 
     ``patch_all`` asks ``importlib.metadata`` for its plugins' entry points 25
@@ -97,7 +97,7 @@ def _gevent_first(args: list[str]) -> int | None:
     if monkey.is_module_patched("socket"):
         return None
     if not any(name in sys.modules for name in _PATCH_SENSITIVE):
-        patch_gevent()
+        _patch_gevent()
         return None
     sys.stdout.flush()
     sys.stderr.flush()

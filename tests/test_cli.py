@@ -317,10 +317,10 @@ class TestRealChainlit:
 
 
 def test_patch_gevent_patches_and_puts_the_metadata_lookup_back() -> None:
-    """``patch_gevent`` patches as ``patch_all`` does, and leaves ``importlib.metadata`` as it
+    """``_patch_gevent`` patches as ``patch_all`` does, and leaves ``importlib.metadata`` as it
     found it (its one-scan lookup lasts only while gevent patches)."""
     probe = ("from importlib import metadata; before = metadata.entry_points; "
-             "from supervisor.cli import patch_gevent; patch_gevent(); "
+             "from supervisor.cli import _patch_gevent; _patch_gevent(); "
              "from gevent import monkey; "
              "print(monkey.is_module_patched('socket'), monkey.is_module_patched('threading'), "
              "metadata.entry_points is before)")
