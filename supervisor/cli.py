@@ -64,8 +64,9 @@ def _patch_gevent() -> None:
 
     ``patch_all`` asks ``importlib.metadata`` for its plugins' entry points 25
     times, and each ask reads the metadata of every installed distribution:
-    with this project's test and benchmark extras installed (about 170
-    distributions), 0.4-0.8 s of CPU at every start of a gevent load test. The
+    with this project's test and benchmark extras installed (171
+    distributions), about 0.4 s of CPU at every start of a gevent load test
+    (0.54 s against 0.98 s for the whole patch, measured here). The
     installed distributions do not change while it patches, so one scan
     answers every ask the same way.
     """
