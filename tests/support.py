@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from recording_server import Handshake, RecordingServer, header_values
@@ -69,6 +72,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
             msg = f"timed out after {timeout}s waiting for {what}"
             raise TimeoutError(msg)
         time.sleep(0.01)
+
+
+def python_prints(script: str, timeout: float = 60.0, cwd: Path | None = None) -> str:
+    """What a fresh interpreter prints running ``script``; fails with its stderr if it fails.
+
+    For what only a new process shows: its imports, its patching, its collector.
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=timeout, check=False, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def switch_and_chat(session: Any, threads: list[str], switches: int,

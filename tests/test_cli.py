@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import python_prints
 
 from supervisor.target import TargetServer
 
@@ -98,9 +99,7 @@ class TestDefaultRun:
         probe = ("import sys, supervisor, supervisor.cli, supervisor.__main__, "
                  "supervisor.target.command; "
                  "print(sorted(set(supervisor.cli._PATCH_SENSITIVE) & set(sys.modules)))")
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                timeout=RUN_TIMEOUT, check=True, cwd=ROOT)
-        assert result.stdout.strip() == "[]"
+        assert python_prints(probe, timeout=RUN_TIMEOUT, cwd=ROOT).strip() == "[]"
 
     def test_gevent_runtime_restarts_python_when_too_late_to_patch(self, tmp_path: Path) -> None:
         """With websocket-client imported before ``main``, --runtime gevent restarts the
@@ -324,6 +323,4 @@ def test_patch_gevent_patches_and_puts_the_metadata_lookup_back() -> None:
              "from gevent import monkey; "
              "print(monkey.is_module_patched('socket'), monkey.is_module_patched('threading'), "
              "metadata.entry_points is before)")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60, check=True)
-    assert done.stdout.split() == ["True", "True", "True"]
+    assert python_prints(probe).split() == ["True", "True", "True"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pykka
 import pytest
+from support import wait_until
 
 from supervisor._futures import CallbackFuture, is_settled, new_future, reject, resolve
 from supervisor.errors import SessionClosed
@@ -116,9 +117,8 @@ class TestWaiting:
                 got.append(exc)
 
         waiter = start(wait)
-        deadline = time.monotonic() + 10
-        while not future._callbacks and waiter.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.001)  # until the waiter is parked on its gate (its callback)
+        wait_until(lambda: bool(future._callbacks) or not waiter.is_alive(),
+                   what="the waiter to park on its gate (its callback)")
         # Not a wait for an event: time for a wait that wrongly ends at once to end
         # (gevent's took 23 ms here); a right one passes however long this takes.
         waiter.join(0.2)
